@@ -8,7 +8,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: see sundae_compress/__init__.py
+
+from pathlib import Path  # noqa: E402
 
 import numpy as np
 import pytest

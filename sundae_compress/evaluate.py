@@ -1,0 +1,275 @@
+"""Rendering views to files and comparing an original scene with a compressed one.
+
+Used by the ``sundae-render`` and ``sundae-eval`` commands: ``render_views``,
+``render_views_to_dir``, ``evaluate``, and small image helpers (PNG writing without PIL,
+contact sheets, side-by-side comparisons with an error heat map)."""
+
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+
+from .errors import SundaeError
+from .gaussians import GaussianSet
+from .metrics import psnr, ssim
+from .progress import Progress
+from .render import RenderOutput, render
+from .render.camera import Camera
+
+Postprocess = Callable[[RenderOutput], torch.Tensor]
+
+
+# -- images ----------------------------------------------------------------------------------
+def to_uint8(img) -> np.ndarray:
+    a = img.detach().cpu().numpy() if torch.is_tensor(img) else np.asarray(img)
+    if a.dtype != np.uint8:
+        a = (np.clip(np.nan_to_num(a.astype(np.float64)), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    if a.ndim == 2:
+        a = a[..., None]
+    if a.shape[2] == 1:
+        a = np.repeat(a, 3, axis=2)
+    return np.ascontiguousarray(a[..., :3])
+
+
+def save_png(path: Union[str, Path], img) -> Path:
+    """Write an (H, W, 3) float [0, 1] or uint8 image as an 8-bit RGB PNG (zlib + struct)."""
+    a = to_uint8(img)
+    h, w, _ = a.shape
+    raw = b"".join(b"\x00" + a[y].tobytes() for y in range(h))
+
+    def chunk(tag, data):
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+
+    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+           + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b""))
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(png)
+    except OSError as e:
+        raise SundaeError(f"{path}: cannot write image ({e.strerror or e})") from None
+    return path
+
+
+def load_png(path: Union[str, Path]) -> np.ndarray:
+    """Read an 8-bit, non-interlaced PNG (grey, grey+alpha, RGB or RGBA; any filter) as
+    uint8 (H, W, 3); alpha is dropped. Raises SundaeError for anything else."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise SundaeError(f"{path}: cannot read image ({e.strerror or e})") from None
+    if data[:8] != b"\x89PNG\r\n\x1a\n":
+        raise SundaeError(f"{path}: not a PNG file")
+    pos, idat = 8, []
+    w = h = depth = ctype = interlace = None
+    while pos + 8 <= len(data):
+        n = struct.unpack(">I", data[pos:pos + 4])[0]
+        tag = data[pos + 4:pos + 8]
+        body = data[pos + 8:pos + 8 + n]
+        if tag == b"IHDR":
+            w, h, depth, ctype, _, _, interlace = struct.unpack(">IIBBBBB", body[:13])
+        elif tag == b"IDAT":
+            idat.append(body)
+        elif tag == b"IEND":
+            break
+        pos += 12 + n
+    channels = {0: 1, 2: 3, 4: 2, 6: 4}.get(ctype)
+    if w is None or depth != 8 or channels is None or interlace:
+        raise SundaeError(f"{path}: unsupported PNG (only 8-bit grey/RGB/RGBA, non-interlaced)")
+    try:
+        raw = np.frombuffer(zlib.decompress(b"".join(idat)), np.uint8)
+    except zlib.error:
+        raise SundaeError(f"{path}: corrupt PNG data") from None
+    stride = w * channels
+    if raw.size != h * (stride + 1):
+        raise SundaeError(f"{path}: truncated PNG data")
+    raw = raw.reshape(h, stride + 1)
+    out = np.zeros((h, stride), np.uint8)
+    prev = np.zeros(stride, np.int32)
+    for y in range(h):
+        f, line = raw[y, 0], raw[y, 1:].astype(np.int32)
+        if f == 0:
+            cur = line
+        elif f == 2:
+            cur = (line + prev) & 255
+        elif f in (1, 3, 4):  # depend on the reconstructed left neighbour: per pixel
+            cur = np.zeros(stride, np.int32)
+            for x in range(stride):
+                left = cur[x - channels] if x >= channels else 0
+                if f == 1:
+                    pred = left
+                elif f == 3:
+                    pred = (left + prev[x]) >> 1
+                else:
+                    ul = prev[x - channels] if x >= channels else 0
+                    p = left + prev[x] - ul
+                    pa, pb, pc = abs(p - left), abs(p - prev[x]), abs(p - ul)
+                    pred = left if pa <= pb and pa <= pc else (prev[x] if pb <= pc else ul)
+                cur[x] = (line[x] + pred) & 255
+        else:
+            raise SundaeError(f"{path}: bad PNG filter type {f}")
+        out[y] = cur
+        prev = cur
+    img = out.reshape(h, w, channels)
+    if channels in (1, 2):
+        img = np.repeat(img[..., :1], 3, axis=2)
+    return np.ascontiguousarray(img[..., :3])
+
+
+def contact_sheet(images: Sequence, cols: int = 4, pad: int = 2, bg: float = 1.0) -> np.ndarray:
+    """Tile equally sized (H, W, 3) images into one float image, ``cols`` per row."""
+    ims = [to_uint8(i).astype(np.float32) / 255.0 for i in images]
+    if not ims:
+        raise SundaeError("contact sheet: no images")
+    h = max(i.shape[0] for i in ims)
+    w = max(i.shape[1] for i in ims)
+    cols = max(1, min(cols, len(ims)))
+    rows = (len(ims) + cols - 1) // cols
+    out = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad, 3), bg, np.float32)
+    for k, im in enumerate(ims):
+        r, c = divmod(k, cols)
+        y, x = pad + r * (h + pad), pad + c * (w + pad)
+        out[y:y + im.shape[0], x:x + im.shape[1]] = im
+    return out
+
+
+def error_heatmap(a, b, scale: float = 4.0) -> np.ndarray:
+    """Per-pixel mean absolute error mapped black -> red -> yellow -> white (x ``scale``)."""
+    a = to_uint8(a).astype(np.float32) / 255.0
+    b = to_uint8(b).astype(np.float32) / 255.0
+    e = np.clip(np.abs(a - b).mean(2) * scale, 0, 1)
+    return np.stack([np.clip(3 * e, 0, 1), np.clip(3 * e - 1, 0, 1), np.clip(3 * e - 2, 0, 1)], 2)
+
+
+def side_by_side(orig, cand) -> np.ndarray:
+    """Original | candidate | error heat map, in one image."""
+    return contact_sheet([orig, cand, error_heatmap(orig, cand)], cols=3)
+
+
+# -- rendering -------------------------------------------------------------------------------
+def _final_rgb(out: RenderOutput, postprocess: Optional[Postprocess]) -> torch.Tensor:
+    rgb = postprocess(out) if postprocess is not None else out.rgb
+    return rgb.clamp(0.0, 1.0)
+
+
+@torch.no_grad()
+def render_views(gs: Union[GaussianSet, dict], cameras: Sequence[Camera], *, background=(0.0, 0.0, 0.0),
+                 backend: str = "auto", sh_degree: Optional[int] = None,
+                 postprocess: Optional[Postprocess] = None, progress: Optional[str] = None) -> List[np.ndarray]:
+    """Render every camera; returns float32 (H, W, 3) arrays in [0, 1]. ``postprocess`` maps a
+    RenderOutput to the final RGB (e.g. a neural compensation net)."""
+    from .render import as_params, available_backends
+
+    be = ("gsplat" if "gsplat" in available_backends() else "torch") if backend == "auto" else backend
+    params = as_params(gs, device="cuda" if be == "gsplat" else None) if isinstance(gs, GaussianSet) else gs
+    feats = params.get("features") if isinstance(params, dict) else None
+    imgs = []
+    with Progress(len(cameras), progress or "rendering") if progress else _Null() as bar:
+        for cam in cameras:
+            out = render(params, cam, features=feats, background=background, sh_degree=sh_degree, backend=be)
+            imgs.append(_final_rgb(out, postprocess).float().cpu().numpy())
+            if bar is not None:
+                bar.update(1)
+    return imgs
+
+
+class _Null:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *a):
+        return False
+
+
+def render_views_to_dir(gs, cameras: Sequence[Camera], out_dir: Union[str, Path], *, sheet: bool = True,
+                        **kw) -> List[Path]:
+    """Render every camera to ``out_dir/<name or index>.png`` (+ ``contact_sheet.png``)."""
+    out_dir = Path(out_dir)
+    imgs = render_views(gs, cameras, **kw)
+    paths = []
+    for i, (cam, img) in enumerate(zip(cameras, imgs)):
+        stem = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in (cam.name or "")) or f"view_{i:03d}"
+        paths.append(save_png(out_dir / f"{i:03d}_{stem}.png", img))
+    if sheet and imgs:
+        save_png(out_dir / "contact_sheet.png", contact_sheet(imgs, cols=min(6, len(imgs))))
+    return paths
+
+
+@torch.no_grad()
+def evaluate(original_gs, candidate_gs, cameras: Sequence[Camera], *, background=(0.0, 0.0, 0.0),
+             backend: str = "auto", postprocess: Optional[Postprocess] = None, net=None,
+             side_by_side_dir: Optional[Union[str, Path]] = None,
+             progress: Optional[str] = None) -> Dict:
+    """Render both scenes from every camera and compare: per-view PSNR / SSIM and their means.
+    The original is the reference. ``postprocess`` (or ``net``, a callable taking a RenderOutput)
+    is applied to the candidate's renders only. LPIPS is reported as unavailable (no offline
+    weights). With ``side_by_side_dir``, writes original | candidate | error PNGs there."""
+    post = postprocess or net
+    ref = render_views(original_gs, cameras, background=background, backend=backend, progress=progress)
+    cand = render_views(candidate_gs, cameras, background=background, backend=backend, postprocess=post,
+                        progress=progress)
+    result = _compare(original_gs, candidate_gs, cameras, ref, cand)
+    if side_by_side_dir is not None:
+        for i, (a, b) in enumerate(zip(ref, cand)):
+            save_png(Path(side_by_side_dir) / f"{i:03d}_compare.png", side_by_side(a, b))
+    return result
+
+
+def _compare(original_gs, candidate_gs, cameras, ref, cand) -> Dict:
+    views = []
+    for i, (cam, a, b) in enumerate(zip(cameras, ref, cand)):
+        ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+        views.append({"name": cam.name or f"view_{i:03d}", "psnr": round(float(psnr(tb, ta)), 4),
+                      "ssim": round(float(ssim(tb, ta)), 5)})
+    n = max(len(views), 1)
+    return {
+        "n_views": len(views),
+        "psnr": round(sum(v["psnr"] for v in views) / n, 4),
+        "ssim": round(sum(v["ssim"] for v in views) / n, 5),
+        "lpips": None,
+        "lpips_note": "unavailable: no LPIPS weights available offline",
+        "n_gaussians_original": _count(original_gs),
+        "n_gaussians_candidate": _count(candidate_gs),
+        "views": views,
+    }
+
+
+def _count(gs) -> int:
+    return len(gs) if isinstance(gs, GaussianSet) else int(gs["means"].shape[0])
+
+
+def write_report(result: Dict, path: Union[str, Path]) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2))
+    return path
+
+
+def render_to_dir(gs, cameras: Sequence[Camera], out_dir: Union[str, Path], *,
+                  postprocess: Optional[Postprocess] = None, **kw) -> List[Path]:
+    """``sundae-render``: PNG per view plus a contact sheet (see :func:`render_views_to_dir`)."""
+    return render_views_to_dir(gs, cameras, out_dir, postprocess=postprocess, progress="rendering", **kw)
+
+
+def evaluate_and_report(original_gs, candidate_gs, cameras: Sequence[Camera], *,
+                        postprocess: Optional[Postprocess] = None,
+                        side_by_side_path: Optional[Union[str, Path]] = None, max_sheet_views: int = 4,
+                        **kw) -> Dict:
+    """``sundae-eval``: :func:`evaluate`, plus (optionally) one PNG stacking original | candidate |
+    error for the first ``max_sheet_views`` views. Views are listed under "views" with keys
+    name, psnr, ssim; the means under "psnr", "ssim"; "lpips" is None (unavailable)."""
+    ref = render_views(original_gs, cameras, progress="rendering original", **kw)
+    cand = render_views(candidate_gs, cameras, postprocess=postprocess, progress="rendering candidate", **kw)
+    result = _compare(original_gs, candidate_gs, cameras, ref, cand)
+    if side_by_side_path is not None and ref:
+        rows = [side_by_side(a, b) for a, b in list(zip(ref, cand))[:max_sheet_views]]
+        save_png(side_by_side_path, contact_sheet(rows, cols=1))
+        result["side_by_side"] = str(side_by_side_path)
+    return result

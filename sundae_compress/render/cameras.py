@@ -1,0 +1,283 @@
+"""Camera sets: loading (INRIA ``cameras.json``, nerfstudio/instant-ngp ``transforms.json``),
+generating orbit views that frame a scene, and a deterministic train/held-out split."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from ..errors import SundaeError
+from .camera import Camera, look_at
+
+_AXES = {"x": 0, "y": 1, "z": 2}
+
+
+# -- loading ---------------------------------------------------------------------------------
+def load_cameras(path: Union[str, Path]) -> List[Camera]:
+    """Cameras from an INRIA 3DGS ``cameras.json`` or a nerfstudio/instant-ngp ``transforms.json``
+    (detected from the content). Raises SundaeError with a one-line message on bad input."""
+    path = Path(path)
+    if path.is_dir():
+        for name in ("cameras.json", "transforms.json", "transforms_train.json"):
+            if (path / name).is_file():
+                path = path / name
+                break
+        else:
+            raise SundaeError(f"{path}: no cameras.json or transforms.json in this folder")
+    if not path.is_file():
+        raise SundaeError(f"{path}: camera file not found")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise SundaeError(f"{path}: not a readable JSON camera file ({str(e).splitlines()[0]})") from None
+    try:
+        if isinstance(data, list):
+            cams = [_inria_camera(d, i) for i, d in enumerate(data)]
+        elif isinstance(data, dict) and "frames" in data:
+            cams = _transforms_cameras(data)
+        else:
+            raise ValueError("expected a cameras.json list or a transforms.json object with 'frames'")
+    except (KeyError, TypeError, ValueError, IndexError) as e:
+        msg = f"missing field {e}" if isinstance(e, KeyError) else str(e).splitlines()[0]
+        raise SundaeError(f"{path}: invalid camera file: {msg}") from None
+    if not cams:
+        raise SundaeError(f"{path}: the camera file has no cameras")
+    return cams
+
+
+def _inria_camera(d: dict, i: int) -> Camera:
+    R = np.asarray(d["rotation"], np.float64).reshape(3, 3)   # camera-to-world, columns = axes
+    pos = np.asarray(d["position"], np.float64).reshape(3)
+    v = np.eye(4)
+    v[:3, :3] = R.T
+    v[:3, 3] = -R.T @ pos
+    w, h = int(d["width"]), int(d["height"])
+    fx, fy = float(d["fx"]), float(d["fy"])
+    if not (w > 0 and h > 0 and fx > 0 and fy > 0 and np.isfinite(v).all()):
+        raise ValueError(f"camera {i}: bad size, focal length or pose")
+    name = str(d.get("img_name", d.get("id", i)))
+    return Camera(v, fx, fy, float(d.get("cx", w / 2)), float(d.get("cy", h / 2)), w, h, name)
+
+
+def _transforms_cameras(data: dict) -> List[Camera]:
+    cams = []
+    for i, fr in enumerate(data["frames"]):
+        g = {**data, **fr}  # per-frame values override the file-level ones
+        c2w = np.asarray(fr["transform_matrix"], np.float64)
+        if c2w.shape == (3, 4):
+            c2w = np.vstack([c2w, [0, 0, 0, 1]])
+        if c2w.shape != (4, 4):
+            raise ValueError(f"frame {i}: transform_matrix must be 4x4")
+        c2w = c2w.copy()
+        c2w[:3, 1:3] *= -1  # OpenGL (y up, z back) -> OpenCV (y down, z forward)
+        w = int(g.get("w", g.get("width", 0)))
+        h = int(g.get("h", g.get("height", 0)))
+        if "fl_x" in g:
+            fx = float(g["fl_x"])
+            fy = float(g.get("fl_y", fx))
+        elif "camera_angle_x" in g:
+            fx = 0.5 * w / math.tan(0.5 * float(g["camera_angle_x"]))
+            fy = 0.5 * h / math.tan(0.5 * float(g["camera_angle_y"])) if "camera_angle_y" in g else fx
+        else:
+            raise ValueError(f"frame {i}: no focal length (fl_x or camera_angle_x)")
+        if not (w > 0 and h > 0 and fx > 0 and fy > 0 and np.isfinite(c2w).all()):
+            raise ValueError(f"frame {i}: bad size, focal length or pose")
+        name = Path(str(fr.get("file_path", f"frame_{i:04d}"))).stem
+        cams.append(Camera(np.linalg.inv(c2w), fx, fy, float(g.get("cx", w / 2)), float(g.get("cy", h / 2)),
+                           w, h, name))
+    return cams
+
+
+def find_cameras_for(ply_path: Union[str, Path]) -> Optional[Path]:
+    """cameras.json of a 3DGS output dir (OUT/point_cloud/iteration_N/point_cloud.ply ->
+    OUT/cameras.json), or a cameras.json / transforms.json next to the PLY; None if absent."""
+    p = Path(ply_path).resolve()
+    cands = []
+    for parent in p.parents:
+        if parent.name == "point_cloud":
+            cands.append(parent.parent / "cameras.json")
+            break
+    cands += [p.parent / "cameras.json", p.parent / "transforms.json"]
+    for c in cands:
+        if c.is_file():
+            return c
+    return None
+
+
+# -- generation ------------------------------------------------------------------------------
+def parse_up(up) -> np.ndarray:
+    """'+y', '-z', 'y' or a 3-vector -> unit vector."""
+    if isinstance(up, str):
+        s = up.strip().lower()
+        sign = -1.0 if s.startswith("-") else 1.0
+        ax = s.lstrip("+-")
+        if ax not in _AXES:
+            raise SundaeError(f"invalid up axis {up!r} (use +x, -y, +z, ...)")
+        v = np.zeros(3)
+        v[_AXES[ax]] = sign
+        return v
+    v = np.asarray(up, np.float64).reshape(3)
+    n = np.linalg.norm(v)
+    if not n > 0:
+        raise SundaeError(f"invalid up vector {up!r}")
+    return v / n
+
+
+def _content_points(gs, max_points: int = 200_000) -> np.ndarray:
+    """Centres of the Gaussians that make up the visible content: finite, not nearly transparent,
+    not huge, subsampled deterministically."""
+    m = np.asarray(gs.means, np.float64)
+    ok = np.isfinite(m).all(1)
+    if hasattr(gs, "opacities"):
+        ok &= np.asarray(gs.opacities) > -2.0  # sigmoid > ~0.12
+    if ok.sum() < 100:
+        ok = np.isfinite(m).all(1)
+    m = m[ok]
+    if len(m) > max_points:
+        m = m[np.linspace(0, len(m) - 1, max_points).astype(np.int64)]
+    return m
+
+
+def robust_bounds(points: np.ndarray, lo: float = 2.0, hi: float = 98.0):
+    """(centre, lower corner, upper corner) from per-axis percentiles (ignores floaters)."""
+    a = np.percentile(points, lo, axis=0)
+    b = np.percentile(points, hi, axis=0)
+    return (a + b) / 2, a, b
+
+
+def detect_up(gs) -> np.ndarray:
+    """Guess the world 'up' direction of a scene (a signed coordinate axis).
+
+    Axis: for flat content (smallest robust extent < 0.6x the middle one) the thin axis, i.e.
+    the normal of the plane; otherwise y (COLMAP-made 3DGS scenes are y-down by convention).
+    Sign: if one end of that axis holds a floor (> 40% of the content in the outer eighth of
+    the range), that end is the bottom. Otherwise, for flat content the denser half faces up
+    (captures see the top of a lying object far more than its underside); for the y default,
+    the COLMAP prior holds: up is -y.
+    """
+    pts = _content_points(gs)
+    _, a, b = robust_bounds(pts)
+    ext = b - a
+    order = np.argsort(ext)
+    flat = ext[order[0]] < 0.6 * ext[order[1]]
+    axis = int(order[0]) if flat else 1
+    v = pts[:, axis]
+    lo, hi = np.percentile(v, [2, 98])
+    v = v[(v >= lo) & (v <= hi)]
+    up = np.zeros(3)
+    if len(v) == 0 or hi <= lo:
+        up[axis] = -1.0 if axis == 1 else 1.0
+        return up
+    hist = np.histogram(v, bins=8, range=(lo, hi))[0] / len(v)
+    if max(hist[0], hist[-1]) > 0.4:          # a floor at one end: that end is down
+        up[axis] = 1.0 if hist[0] > hist[-1] else -1.0
+    elif flat:                                 # the denser half is the (well-captured) top
+        up[axis] = 1.0 if hist[4:].sum() > hist[:4].sum() else -1.0
+    else:
+        up[axis] = -1.0
+    return up
+
+
+def _perp_basis(up: np.ndarray):
+    helper = np.eye(3)[np.argmin(np.abs(up))]
+    e1 = np.cross(up, helper)
+    e1 /= np.linalg.norm(e1)
+    e2 = np.cross(up, e1)
+    return e1, e2
+
+
+def generate_cameras(gs, n: int = 24, width: int = 640, height: int = 480, up=None, seed: int = 0,
+                     fov_deg: float = 50.0, elevations: Sequence[float] = (15.0, 35.0, -5.0),
+                     distances: Sequence[float] = (1.0, 0.85, 1.15), margin: float = 1.1) -> List[Camera]:
+    """``n`` orbit cameras around the content of ``gs`` (a GaussianSet or anything with
+    ``means``/``opacities``), looking at its robust centre, at several elevations and distances,
+    with a field of view (vertical ``fov_deg``) and distance that frame the content.
+    ``up``: None (detect), '+y', '-y', '+z', ... or a vector. Deterministic for a given seed."""
+    if n < 1:
+        raise SundaeError("number of cameras must be >= 1")
+    pts = _content_points(gs)
+    if len(pts) == 0:
+        raise SundaeError("cannot place cameras: the scene has no finite Gaussians")
+    upv = detect_up(gs) if up is None else parse_up(up)
+    ctr, a, b = robust_bounds(pts)
+    # radius of the content seen from the centre: a high percentile of distances
+    d = np.linalg.norm(pts - ctr, axis=1)
+    radius = max(float(np.percentile(d, 95)), 1e-6)
+    fy = 0.5 * height / math.tan(math.radians(fov_deg) / 2)
+    half = math.radians(fov_deg) / 2 * min(1.0, width / height)
+    dist0 = margin * radius / math.sin(half)
+    e1, e2 = _perp_basis(upv)
+    rng = np.random.default_rng(seed)
+    phase = float(rng.uniform(0, 2 * math.pi))
+    cams = []
+    for i in range(n):
+        az = phase + 2 * math.pi * i / n
+        el = math.radians(elevations[i % len(elevations)])
+        dist = dist0 * distances[(i // len(elevations)) % len(distances)] if len(elevations) else dist0
+        direction = math.cos(el) * (math.cos(az) * e1 + math.sin(az) * e2) + math.sin(el) * upv
+        pos = ctr + dist * direction
+        v = look_at(pos, ctr, upv)
+        cams.append(Camera(v, fy, fy, width / 2, height / 2, width, height, f"orbit_{i:03d}"))
+    return cams
+
+
+def split_views(cameras: Sequence[Camera], holdout_every: int = 8) -> Tuple[List[Camera], List[Camera]]:
+    """Deterministic split: every ``holdout_every``-th view (0, k, 2k, ...) is held out for testing
+    (the INRIA/mip-NeRF 360 convention); at least one test view, and at least one train view
+    when there are two or more cameras."""
+    cams = list(cameras)
+    if not cams:
+        return [], []
+    k = max(int(holdout_every), 1)
+    test_idx = set(range(0, len(cams), k)) if k > 1 else {0}
+    if len(test_idx) == len(cams) and len(cams) > 1:
+        test_idx = {0}
+    train = [c for i, c in enumerate(cams) if i not in test_idx]
+    test = [c for i, c in enumerate(cams) if i in test_idx]
+    return train, test
+
+
+# -- photos ----------------------------------------------------------------------------------
+_IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".PNG", ".JPG", ".JPEG")
+
+
+def _read_image(path: Path) -> np.ndarray:
+    if path.suffix.lower() == ".png":
+        from ..evaluate import load_png
+        return load_png(path)
+    try:
+        from PIL import Image  # optional: only for JPEG photos
+    except ImportError:
+        raise SundaeError(f"{path}: JPEG photos need Pillow (pip install pillow), or convert them to PNG") from None
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"))
+    except OSError as e:
+        raise SundaeError(f"{path}: cannot read image ({e})") from None
+
+
+def load_images(folder: Union[str, Path], cameras: Sequence[Camera]) -> List[np.ndarray]:
+    """The photo of each camera, as float32 (H, W, 3) in [0, 1]: ``folder/<name>`` or
+    ``folder/<name stem>.{png,jpg,jpeg}``. Each photo must match its camera's size."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise SundaeError(f"{folder}: images folder not found")
+    out = []
+    for cam in cameras:
+        name = cam.name or ""
+        cands = [folder / name] if name else []
+        stem = Path(name).stem
+        cands += [folder / (stem + e) for e in _IMAGE_EXTS]
+        path = next((c for c in cands if name and c.is_file()), None)
+        if path is None:
+            raise SundaeError(f"{folder}: no photo for camera {name!r} (looked for {stem}.png/.jpg)")
+        img = _read_image(path)
+        if img.shape[0] != cam.height or img.shape[1] != cam.width:
+            raise SundaeError(f"{path}: photo is {img.shape[1]}x{img.shape[0]} but its camera is "
+                              f"{cam.width}x{cam.height}")
+        out.append(img.astype(np.float32) / 255.0)
+    return out

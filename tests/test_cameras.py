@@ -1,0 +1,188 @@
+"""Camera loading (cameras.json, transforms.json), orbit generation that frames the shared
+scenes, and the train/test split."""
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sundae_compress.errors import SundaeError
+from sundae_compress.render import Camera
+from sundae_compress.render.cameras import (detect_up, find_cameras_for, generate_cameras, load_cameras,
+                                             parse_up, split_views)
+
+ASSETS = Path(__file__).resolve().parents[1].parent / "shared" / "assets"
+
+
+def _rot_y(deg):
+    a = math.radians(deg)
+    return np.array([[math.cos(a), 0, math.sin(a)], [0, 1, 0], [-math.sin(a), 0, math.cos(a)]])
+
+
+def test_load_inria_cameras_json(tmp_path):
+    # camera 0 at (0, 0, -5) looking along +z; camera 1 at (5, 0, 0) turned to look along -x
+    R1 = _rot_y(-90)  # camera-to-world: its z column is (-1, 0, 0)
+    data = [
+        {"id": 0, "img_name": "a", "width": 64, "height": 48, "position": [0, 0, -5],
+         "rotation": np.eye(3).tolist(), "fx": 50.0, "fy": 55.0},
+        {"id": 1, "img_name": "b", "width": 64, "height": 48, "position": [5, 0, 0],
+         "rotation": R1.tolist(), "fx": 50.0, "fy": 50.0},
+    ]
+    (tmp_path / "cameras.json").write_text(json.dumps(data))
+    cams = load_cameras(tmp_path / "cameras.json")
+    assert [c.name for c in cams] == ["a", "b"]
+    np.testing.assert_allclose(cams[0].position, [0, 0, -5], atol=1e-12)
+    np.testing.assert_allclose(cams[0].forward, [0, 0, 1], atol=1e-12)
+    np.testing.assert_allclose(cams[1].position, [5, 0, 0], atol=1e-12)
+    np.testing.assert_allclose(cams[1].forward, [-1, 0, 0], atol=1e-12)
+    assert (cams[0].fx, cams[0].fy, cams[0].cx, cams[0].cy) == (50.0, 55.0, 32.0, 24.0)
+    for c in cams:  # the world origin is straight ahead: it lands on the principal point
+        uv, z = c.project(np.zeros((1, 3)))
+        np.testing.assert_allclose(uv[0], [32, 24], atol=1e-9)
+        assert z[0] == pytest.approx(5.0)
+    # a point at +y (down in OpenCV) appears below the centre
+    uv, _ = cams[0].project(np.array([[0, 1.0, 0]]))
+    assert uv[0, 1] > 24
+    # a folder works too
+    assert len(load_cameras(tmp_path)) == 2
+
+
+def test_load_transforms_json_opengl_convention(tmp_path):
+    # OpenGL camera at (0, 0, 4) with identity rotation looks along world -z, y up
+    c2w = np.eye(4)
+    c2w[:3, 3] = [0, 0, 4]
+    c2w2 = np.eye(4)
+    c2w2[:3, :3] = _rot_y(90)  # looks along -x (its -z column is (-1, 0, 0))
+    c2w2[:3, 3] = [4, 0, 0]
+    data = {"camera_angle_x": 2 * math.atan(0.5), "w": 80, "h": 60,
+            "frames": [{"file_path": "images/r_0.png", "transform_matrix": c2w.tolist()},
+                       {"file_path": "images/r_1.png", "transform_matrix": c2w2.tolist(), "fl_x": 70.0}]}
+    (tmp_path / "transforms.json").write_text(json.dumps(data))
+    cams = load_cameras(tmp_path / "transforms.json")
+    assert cams[0].name == "r_0"
+    assert cams[0].fx == pytest.approx(80.0)       # 0.5 * w / tan(angle / 2)
+    assert cams[1].fx == pytest.approx(70.0)
+    np.testing.assert_allclose(cams[0].position, [0, 0, 4], atol=1e-12)
+    np.testing.assert_allclose(cams[0].forward, [0, 0, -1], atol=1e-12)
+    np.testing.assert_allclose(cams[1].forward, [-1, 0, 0], atol=1e-12)
+    uv, z = cams[0].project(np.array([[0.0, 0, 0], [0, 1.0, 0]]))
+    np.testing.assert_allclose(uv[0], [40, 30], atol=1e-9)
+    assert uv[1, 1] < 30 and z[0] == pytest.approx(4.0)  # world +y (GL up) appears above the centre
+
+
+@pytest.mark.parametrize("content,needle", [
+    (None, "not found"), ("{not json", "JSON"), ("[]", "no cameras"),
+    ('[{"id": 0, "width": 10, "height": 10, "position": [0,0,0], "fx": 5, "fy": 5}]', "rotation"),
+    ('{"frames": [{"transform_matrix": [[1,0,0,0],[0,1,0,0],[0,0,1,0],[0,0,0,1]]}], "w": 8, "h": 8}', "focal"),
+    ('{"foo": 1}', "invalid"),
+])
+def test_bad_camera_files(tmp_path, content, needle):
+    p = tmp_path / "cameras.json"
+    if content is not None:
+        p.write_text(content)
+    with pytest.raises(SundaeError) as e:
+        load_cameras(p)
+    assert needle in str(e.value) and "\n" not in str(e.value)
+
+
+def test_find_cameras_for(tmp_path):
+    ply = tmp_path / "out" / "point_cloud" / "iteration_30000" / "point_cloud.ply"
+    ply.parent.mkdir(parents=True)
+    ply.write_bytes(b"")
+    assert find_cameras_for(ply) is None
+    (tmp_path / "out" / "cameras.json").write_text("[]")
+    assert find_cameras_for(ply) == (tmp_path / "out" / "cameras.json").resolve()
+    other = tmp_path / "x" / "scene.ply"
+    other.parent.mkdir()
+    other.write_bytes(b"")
+    (tmp_path / "x" / "transforms.json").write_text("{}")
+    assert find_cameras_for(other).name == "transforms.json"
+
+
+def test_camera_scaled_and_parse_up():
+    c = Camera(np.eye(4), 100, 120, 50, 40, 100, 80, "v")
+    s = c.scaled(50, 40)
+    assert (s.fx, s.fy, s.cx, s.cy, s.width, s.height, s.name) == (50, 60, 25, 20, 50, 40, "v")
+    np.testing.assert_allclose(parse_up("-y"), [0, -1, 0])
+    np.testing.assert_allclose(parse_up("+z"), [0, 0, 1])
+    with pytest.raises(SundaeError):
+        parse_up("w")
+
+
+def test_split_views_deterministic():
+    cams = [Camera(np.eye(4), 1, 1, 1, 1, 2, 2, f"c{i}") for i in range(24)]
+    tr, te = split_views(cams, 8)
+    assert [c.name for c in te] == ["c0", "c8", "c16"] and len(tr) == 21
+    tr2, te2 = split_views(cams, 8)
+    assert [c.name for c in tr] == [c.name for c in tr2] and [c.name for c in te] == [c.name for c in te2]
+    assert len(split_views(cams[:3], 8)[1]) == 1
+    tr1, te1 = split_views(cams[:1], 8)
+    assert len(te1) == 1 and len(tr1) == 0
+
+
+EXPECTED_UP = {"donut.ply": [0, 0, 1], "guitar.ply": [0, -1, 0], "playbot_125k.ply": [0, -1, 0]}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_UP))
+def test_generated_cameras_frame_shared_scenes(name):
+    path = ASSETS / name
+    if not path.is_file():
+        pytest.skip(f"scene {path} not available")
+    from sundae_compress.io.ply import read_ply
+    gs = read_ply(path)
+    np.testing.assert_allclose(detect_up(gs), EXPECTED_UP[name])
+    W, H = 160, 120
+    cams = generate_cameras(gs, n=6, width=W, height=H)
+    again = generate_cameras(gs, n=6, width=W, height=H)
+    assert all(np.array_equal(a.viewmat, b.viewmat) for a, b in zip(cams, again))
+    pts = gs.means[gs.opacities > 0][::7].astype(np.float64)
+    lo, hi = np.percentile(pts, 2, 0), np.percentile(pts, 98, 0)
+    centre = (lo + hi) / 2
+    up = np.asarray(EXPECTED_UP[name], np.float64)
+    for c in cams:
+        uv, z = c.project(pts)
+        inside = (z > 0) & (uv[:, 0] >= 0) & (uv[:, 0] < W) & (uv[:, 1] >= 0) & (uv[:, 1] < H)
+        assert inside.mean() > 0.9, (c.name, inside.mean())
+        # the content fills a good part of the frame
+        span = np.percentile(uv[inside], 98, 0) - np.percentile(uv[inside], 2, 0)
+        assert max(span[0] / W, span[1] / H) > 0.5
+        cuv, _ = c.project(centre[None])
+        assert abs(cuv[0, 0] - W / 2) < 0.15 * W and abs(cuv[0, 1] - H / 2) < 0.15 * H
+        # upright: the world up direction points up in the image (camera -y)
+        assert (c.rotation @ up)[1] < -0.5
+
+
+def test_generate_cameras_with_given_up_and_tiny_scene():
+    from sundae_compress.gaussians import GaussianSet
+    rng = np.random.default_rng(0)
+    n = 500
+    means = rng.normal(size=(n, 3)) * [1.0, 0.2, 0.5] + [3, 1, 2]
+    gs = GaussianSet(means, np.tile([1.0, 0, 0, 0], (n, 1)), np.full((n, 3), -3.0), np.full(n, 2.0),
+                     np.zeros((n, 1, 3)))
+    cams = generate_cameras(gs, n=5, width=64, height=48, up="+x")
+    assert len(cams) == 5 and len({c.name for c in cams}) == 5
+    for c in cams:
+        assert (c.rotation @ np.array([1.0, 0, 0]))[1] < -0.5     # +x appears up
+        uv, z = c.project(np.array([[3.0, 1, 2]]))
+        assert z[0] > 0 and abs(uv[0, 0] - 32) < 3 and abs(uv[0, 1] - 24) < 3
+    assert not np.array_equal(generate_cameras(gs, n=5, seed=1)[0].viewmat, generate_cameras(gs, n=5, seed=0)[0].viewmat)
+    with pytest.raises(SundaeError):
+        generate_cameras(gs, n=0)
+
+
+def test_load_images_matches_cameras(tmp_path):
+    from sundae_compress.evaluate import save_png
+    from sundae_compress.render.cameras import load_images
+
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, size=(6, 8, 3), dtype=np.uint8)
+    save_png(tmp_path / "a.png", img)
+    cams = [Camera(np.eye(4), 5, 5, 4, 3, 8, 6, "a")]
+    got = load_images(tmp_path, cams)
+    assert got[0].dtype == np.float32 and np.allclose(got[0] * 255, img)
+    with pytest.raises(SundaeError):
+        load_images(tmp_path, [Camera(np.eye(4), 5, 5, 4, 3, 8, 6, "missing")])
+    with pytest.raises(SundaeError):
+        load_images(tmp_path, [Camera(np.eye(4), 5, 5, 4, 3, 9, 6, "a")])
