@@ -14,12 +14,17 @@ Colours carry SH degree 3: band 1 adds a view-dependent sheen (brighter when see
 surface normal), bands 2 and 3 small random variation. Opacities are mostly high, some low.
 Up is -y (the convention of most captures). Deterministic for a given seed.
 
-Usage: ``python examples/make_scene.py -o scene.ply [--count 120000] [--seed 0]``
+Like a real 3DGS training output, the scene comes with the cameras it would have been captured
+from: ``cameras.json`` (INRIA format) next to the PLY, views inside the shell orbiting the object.
+(Cameras generated from the outside would only see the shell.)
+
+Usage: ``python examples/make_scene.py -o scene.ply [--count 120000] [--seed 0] [--no-cameras]``
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -174,17 +179,40 @@ def make_scene(count: int = 120000, seed: int = 0) -> GaussianSet:
                        meta={"source": f"make_scene(count={count}, seed={seed})"})
 
 
+def make_cameras(n: int = 24, width: int = 640, height: int = 480, fov_deg: float = 50.0,
+                 distance: float = 5.2) -> list:
+    """INRIA ``cameras.json`` entries: ``n`` views inside the shell orbiting the object at three
+    elevations, looking at the origin, -y up (camera-to-world rotation columns = camera x, y, z)."""
+    fy = 0.5 * height / np.tan(np.radians(fov_deg) / 2)
+    cams = []
+    for i in range(n):
+        az = 2 * np.pi * i / n
+        el = np.radians((20.0, 40.0, 5.0)[i % 3])
+        pos = distance * np.array([np.cos(el) * np.cos(az), -np.sin(el), np.cos(el) * np.sin(az)])
+        z = _unit(-pos)                                  # forward, towards the origin
+        x = _unit(np.cross(z, np.array([0.0, -1.0, 0.0])))  # right (image x); world up is -y
+        y = np.cross(z, x)                               # image y points down
+        cams.append({"id": i, "img_name": f"view_{i:03d}", "width": width, "height": height,
+                     "position": pos.tolist(), "rotation": np.stack([x, y, z], 1).tolist(),
+                     "fx": float(fy), "fy": float(fy)})
+    return cams
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("-o", "--output", required=True, help="PLY file to write")
     ap.add_argument("--count", type=int, default=120000, help="number of Gaussians (default 120000)")
     ap.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    ap.add_argument("--no-cameras", action="store_true", help="do not write cameras.json next to the PLY")
     args = ap.parse_args(argv)
     if args.count < 100:
         ap.error("--count must be at least 100")
     t0 = time.perf_counter()
     gs = make_scene(args.count, args.seed)
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     write_ply(gs, args.output)
+    if not args.no_cameras:
+        (Path(args.output).parent / "cameras.json").write_text(json.dumps(make_cameras(), indent=1))
     print(f"wrote {args.output}: {len(gs)} Gaussians, SH degree {gs.sh_degree}, "
           f"{Path(args.output).stat().st_size / 1e6:.1f} MB in {time.perf_counter() - t0:.1f} s",
           file=sys.stderr)

@@ -134,6 +134,13 @@ def compress(input, output=None, *, ratio: Optional[float] = None, count: Option
         from .compensate.train import finetune as run_finetune
 
         opts = dict(finetune_options or {})
+        if cameras is None:  # a 3DGS output folder (or a generated example) ships its training views
+            from .render.cameras import find_cameras_for, load_cameras
+
+            found = find_cameras_for(input)
+            if found is not None:
+                info(f"using cameras from {found}")
+                cameras = load_cameras(found)
         pruned = prune_scene(gs, count=budget, method=method, gamma=gamma, merge=merge, seed=seed) \
             if not opts.get("prune_schedule") else gs
         report.stages["prune"] = time.perf_counter() - t
