@@ -9,12 +9,18 @@
   leaves either a complete bundle or none; stale temporary files from a killed run are removed.
 * Failures: one failing scene is reported (status ``failed`` and its one-line error) and the batch
   goes on; the exit status is non-zero if any scene failed.
-* Parallelism (``jobs``): scenes run in separate processes. Memory rule: each scene is budgeted at
-  ``MEM_BASE + MEM_PER_INPUT_BYTE × its PLY size`` (peaks measured for the no-fine-tune path are
-  ~0.4 GB + 6× the file; fine-tuning adds rendering buffers, hence the larger factor), and a scene
-  only starts while the budgets of the running scenes plus its own stay under 70 % of the memory
-  available when the batch started. So ``--jobs 8`` on a small machine runs fewer at once, never more
-  than the memory allows; a scene too big for the rule still runs, alone.
+* Parallelism (``jobs``): scenes run in separate (spawned) worker processes. Memory rule: each scene
+  is budgeted at ``MEM_BASE + MEM_PER_INPUT_BYTE × its PLY size``, and a scene only starts while the
+  budgets of the running scenes plus its own stay under 70 % of the memory available when the
+  batch started. So ``--jobs 8`` on a small machine runs fewer at once, never more than the memory
+  allows; a scene too big for the rule still runs, alone. Measured peak RSS of the no-fine-tune
+  path (fresh process, ``ru_maxrss``, default ratio 0.1): donut 2.56 MB PLY → 266 MB, guitar
+  5.09 MB → 279 MB, playbot_125k 19.0 MB → 411 MB, i.e. ≈ 245 MB + 8.8 × the file; the rule uses
+  300 MB + 10 ×. The fine-tuning factors are not measured yet (rendering buffers and the teacher
+  renders dominate; 600 MB + 24 × is a conservative guess). Workers die with the batch process
+  (``PR_SET_PDEATHSIG`` on Linux), so a killed batch leaves no orphan writing into OUTDIR.
+* Locking: ``OUTDIR/.sundae-batch.lock`` (``flock``) stops two batches writing the same folder;
+  the kernel drops it when the process dies, so a killed run never blocks the next one.
 * Reports: a table on stdout at the end, ``OUTDIR/batch_report.csv`` and ``OUTDIR/batch_report.json``.
 """
 
@@ -33,10 +39,16 @@ from typing import Any, Dict, List, Optional
 from .errors import SundaeError
 from .progress import Progress, info, is_quiet, set_quiet
 
-MEM_BASE = 600e6
-MEM_PER_INPUT_BYTE = {False: 8.0, True: 24.0}  # keyed by "fine-tuning on"
+MEM_BASE = {False: 300e6, True: 600e6}  # keyed by "fine-tuning on"
+MEM_PER_INPUT_BYTE = {False: 10.0, True: 24.0}
 MEM_SHARE = 0.7
 REPORT_NAMES = ("batch_report.csv", "batch_report.json")
+LOCK_NAME = ".sundae-batch.lock"
+
+try:  # the temporary-file pattern of write_bundle (mkstemp(prefix=f".{name}.", suffix=".tmp"))
+    from .io.bundle import TEMP_GLOB
+except ImportError:  # pragma: no cover - until io.bundle exports it
+    TEMP_GLOB = ".*.sundae.*.tmp"
 
 
 @dataclass
@@ -107,8 +119,8 @@ def discover(root: Path, outdir: Path) -> List[Scene]:
             if ply is not None:
                 rel = d.relative_to(root)
                 name = str(rel) if str(rel) != "." else d.resolve().name
-                out = outdir / (rel if str(rel) != "." else Path(name)).with_suffix("")
-                out = out.parent / (out.name + ".sundae")
+                rel = rel if str(rel) != "." else Path(name)
+                out = outdir / rel.parent / (rel.name + ".sundae")  # keep dots in folder names
                 cams = d / "cameras.json"
                 scenes.append(Scene(ply, out, name, cams if cams.is_file() else None))
                 dirnames[:] = []  # the training folder is one scene
@@ -120,25 +132,73 @@ def discover(root: Path, outdir: Path) -> List[Scene]:
     return scenes
 
 
-def bundle_is_complete(path: Path) -> bool:
-    """True when ``path`` is a bundle whose every section passes its checksum."""
+def _complete_bundle_info(path: Path, source: Optional[Path] = None) -> Optional[dict]:
+    """:func:`~sundae_compress.io.bundle.inspect_bundle` of ``path`` when it is a complete bundle
+    (every section passes its checksum) made from a file of ``source``'s size; else None."""
     if not path.is_file():
-        return False
-    from .io.bundle import read_bundle
+        return None
+    from .io.bundle import inspect_bundle
 
     try:
-        read_bundle(path)
-        return True
+        d = inspect_bundle(path)
     except SundaeError:
-        return False
+        return None
+    if source is not None:
+        src = d.get("source") or {}
+        try:
+            if src.get("bytes") is not None and src["bytes"] != source.stat().st_size:
+                return None  # the input changed since: convert it again
+        except OSError:
+            return None
+    return d
+
+
+def bundle_is_complete(path: Path, source: Optional[Path] = None) -> bool:
+    """True when ``path`` is a bundle whose every section passes its checksum (and, given the
+    ``source`` PLY, whose recorded source size matches it)."""
+    return _complete_bundle_info(Path(path), None if source is None else Path(source)) is not None
+
+
+def _skipped_result(scene: Scene, d: dict) -> SceneResult:
+    src = d.get("source") or {}
+    mb_in = (src.get("bytes") or 0) / 1e6
+    return SceneResult(scene.name, "skipped", int(src.get("valid_count") or src.get("count") or 0), int(d["count"]),
+                       mb_in, d["file_bytes"] / 1e6, mb_in * 1e6 / d["file_bytes"] if d["file_bytes"] else 0.0,
+                       output=str(scene.output))
+
+
+def _mark_collisions(scenes: List[Scene]) -> Dict[str, str]:
+    """Scenes whose output path another (earlier) scene already claims -> error message."""
+    seen: Dict[Path, str] = {}
+    bad = {}
+    for s in scenes:
+        key = Path(os.path.normcase(str(s.output)))
+        if key in seen:
+            bad[s.name] = f"output {s.output} is also the output of {seen[key]}; rename one of them"
+        else:
+            seen[key] = s.name
+    return bad
+
+
+def _lock(outdir: Path):
+    """An exclusive lock on OUTDIR (released by the kernel when the process exits)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not on POSIX
+        return None
+    f = open(outdir / LOCK_NAME, "a+")
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        raise SundaeError(f"{outdir}: another sundae-compress batch is writing to this folder") from None
+    return f
 
 
 def _remove_stale_temps(outdir: Path) -> int:
-    from .io.bundle import TEMP_SUFFIX
-
     n = 0
     if outdir.is_dir():
-        for p in outdir.rglob(f"*{TEMP_SUFFIX}"):
+        for p in outdir.rglob(TEMP_GLOB):
             try:
                 p.unlink()
                 n += 1
@@ -166,7 +226,10 @@ def _run_scene(scene: Scene, options: Dict[str, Any], evaluate: bool, quiet: boo
         res = SceneResult(scene.name, "ok", rep.valid_count, rep.kept_count, rep.bytes_in / 1e6,
                           rep.bytes_out / 1e6, rep.ratio, output=str(scene.output))
         if evaluate:
-            res.psnr = _evaluate(scene)
+            try:
+                res.psnr = _evaluate(scene)
+            except Exception as e:  # the bundle is fine; say why there is no PSNR
+                res.error = f"evaluation failed: {type(e).__name__}: {e}".split("\n")[0][:300]
     except SundaeError as e:
         res = SceneResult(scene.name, "failed", error=str(e), output=str(scene.output))
     except MemoryError:
@@ -190,7 +253,14 @@ def _evaluate(scene: Scene) -> float:
         from .compensate import postprocess_from_bundle
 
         post = postprocess_from_bundle(b)
-    cams = load_cameras(scene.cameras) if scene.cameras else generate_cameras(orig, n=8, width=320, height=240)
+    if scene.cameras:
+        from .render.cameras import split_views
+
+        cams = load_cameras(scene.cameras)
+        held = split_views(cams)[1]
+        cams = held or cams
+    else:
+        cams = generate_cameras(orig, n=8, width=320, height=240)
     return float(evaluate_and_report(orig, b.gaussians, cams, postprocess=post)["psnr"])
 
 
@@ -206,7 +276,23 @@ def _memory_available() -> float:
 
 
 def scene_memory_budget(ply: Path, finetune: bool) -> float:
-    return MEM_BASE + MEM_PER_INPUT_BYTE[bool(finetune)] * ply.stat().st_size
+    """Bytes of memory one scene is budgeted (see the module docstring)."""
+    try:
+        size = ply.stat().st_size
+    except OSError:
+        size = 0
+    return MEM_BASE[bool(finetune)] + MEM_PER_INPUT_BYTE[bool(finetune)] * size
+
+
+def _worker_init(quiet: bool) -> None:
+    set_quiet(quiet)
+    try:  # die with the batch process (kill -9 included) instead of running on as an orphan
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except Exception:  # pragma: no cover - not Linux
+        pass
 
 
 # ---------------------------------------------------------------------------------------------
@@ -214,73 +300,130 @@ def scene_memory_budget(ply: Path, finetune: bool) -> float:
 # ---------------------------------------------------------------------------------------------
 def run_batch(input_dir, outdir, *, jobs: int = 1, overwrite: bool = False, evaluate: bool = False,
               as_json: bool = False, **options) -> BatchResult:
-    """Convert every scene under ``input_dir`` into ``outdir``; see the module docstring."""
+    """Convert every scene under ``input_dir`` into ``outdir``; see the module docstring.
+
+    ``options`` go to :func:`sundae_compress.api.compress` (ratio, count, finetune, seed, ...).
+    Prints the table (or, with ``as_json``, only the JSON) on stdout and writes the reports."""
     input_dir, outdir = Path(input_dir), Path(outdir)
+    if not input_dir.is_dir():
+        raise SundaeError(f"{input_dir}: not a folder")
     if outdir.exists() and not outdir.is_dir():
         raise SundaeError(f"{outdir} exists and is not a folder")
     scenes = discover(input_dir, outdir)
     if not scenes:
         raise SundaeError(f"{input_dir}: no .ply scenes found")
-    outdir.mkdir(parents=True, exist_ok=True)
+    try:
+        outdir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise SundaeError(f"cannot create {outdir}: {e.strerror or e}") from None
+    lock = _lock(outdir)
+    try:
+        return _run_locked(scenes, outdir, jobs, overwrite, evaluate, as_json, options)
+    finally:
+        if lock is not None:
+            lock.close()
+
+
+def _run_locked(scenes, outdir, jobs, overwrite, evaluate, as_json, options) -> BatchResult:
     stale = _remove_stale_temps(outdir)
     if stale:
         info(f"removed {stale} partial file(s) left by an interrupted run")
 
     result = BatchResult()
+    collisions = _mark_collisions(scenes)
     todo: List[Scene] = []
     for s in scenes:
-        if not overwrite and bundle_is_complete(s.output):
-            result.results.append(SceneResult(s.name, "skipped", output=str(s.output)))
+        if s.name in collisions:
+            result.results.append(SceneResult(s.name, "failed", error=collisions[s.name], output=str(s.output)))
+            continue
+        d = None if overwrite else _complete_bundle_info(s.output, s.ply)
+        if d is not None:
+            result.results.append(_skipped_result(s, d))
         else:
             todo.append(s)
-    if len(todo) < len(scenes):
-        info(f"{len(scenes) - len(todo)} scene(s) already complete, skipped (use --overwrite to redo)")
-
-    quiet_workers = is_quiet() or jobs > 1
-    with Progress(len(todo), "batch", unit=" scenes") as bar:
-        def done(r: SceneResult):
-            result.results.append(r)
-            bar.update()
-            if r.status == "failed":
-                info(f"{r.scene}: failed: {r.error}")
-
-        if jobs <= 1:
-            for s in todo:
-                info(f"[{len(result.results) + 1}/{len(scenes)}] {s.name}")
-                done(_run_scene(s, options, evaluate, is_quiet()))
-        else:
-            _run_parallel(todo, options, evaluate, jobs, quiet_workers, done)
+    skipped = sum(r.status == "skipped" for r in result.results)
+    if skipped:
+        info(f"{skipped} scene(s) already complete, skipped (use --overwrite to redo)")
+    info(f"{len(todo)} scene(s) to convert" + (f", up to {jobs} at a time" if jobs > 1 and len(todo) > 1 else ""))
 
     order = {s.name: i for i, s in enumerate(scenes)}
-    result.results.sort(key=lambda r: order.get(r.scene, 0))
-    _write_reports(result, outdir)
+
+    def finish() -> BatchResult:
+        result.results.sort(key=lambda r: order.get(r.scene, 0))
+        _write_reports(result, outdir)
+        return result
+
+    try:
+        with Progress(len(todo), "batch", unit=" scenes") as bar:
+            def done(r: SceneResult):
+                result.results.append(r)
+                bar.update()
+                if r.status == "failed":
+                    info(f"{r.scene}: failed: {r.error}")
+                elif not bar.tty:
+                    info(f"{r.scene}: {r.status} in {r.seconds:.1f} s")
+
+            if jobs <= 1 or len(todo) <= 1:
+                for i, s in enumerate(todo, 1):
+                    info(f"[{i}/{len(todo)}] {s.name}")
+                    done(_run_scene(s, options, evaluate, is_quiet()))
+            else:
+                _run_parallel(todo, options, evaluate, jobs, done)
+    except BaseException:  # Ctrl-C / SIGTERM: still leave a report of what was done
+        try:
+            finish()
+        except Exception:
+            pass
+        raise
+    finish()
     if as_json:
-        print(json.dumps(result.to_dict(), indent=2))
+        print(json.dumps(result.to_dict(), indent=2), flush=True)
     else:
-        print(format_table(result))
+        print(format_table(result), flush=True)
     return result
 
 
-def _run_parallel(todo, options, evaluate, jobs, quiet, done):
+def _run_parallel(todo, options, evaluate, jobs, done):
+    import multiprocessing
+    from concurrent.futures.process import BrokenProcessPool
+
     budget_total = MEM_SHARE * _memory_available()
     finetune = bool(options.get("finetune"))
     pending = list(todo)
-    running = {}
-    with ProcessPoolExecutor(max_workers=jobs) as pool:
-        while pending or running:
-            used = sum(running.values())
-            while pending and len(running) < jobs:
-                need = scene_memory_budget(pending[0].ply, finetune)
-                if running and used + need > budget_total:
-                    break
-                s = pending.pop(0)
-                fut = pool.submit(_run_scene, s, options, evaluate, quiet)
-                running[fut] = need
-                used += need
-            finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
-            for fut in finished:
-                running.pop(fut)
-                done(fut.result())
+    ctx = multiprocessing.get_context("spawn")  # no fork of a process that may hold threads / torch
+    while pending:
+        running = {}
+        pool = ProcessPoolExecutor(max_workers=min(jobs, len(pending)), mp_context=ctx,
+                                   initializer=_worker_init, initargs=(True,))
+        try:
+            while pending or running:
+                used = sum(need for _, need in running.values())
+                while pending and len(running) < jobs:
+                    need = scene_memory_budget(pending[0].ply, finetune)
+                    if running and used + need > budget_total:
+                        break
+                    s = pending[0]
+                    running[pool.submit(_run_scene, s, options, evaluate, True)] = (s, need)
+                    pending.pop(0)
+                    used += need
+                finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    s, _ = running.pop(fut)
+                    try:
+                        done(fut.result())
+                    except BrokenProcessPool:
+                        done(SceneResult(s.name, "failed", error="the worker process died (out of memory?)",
+                                         output=str(s.output)))
+                    except Exception as e:  # e.g. a result that could not be sent back
+                        done(SceneResult(s.name, "failed", error=f"internal error: {type(e).__name__}: {e}",
+                                         output=str(s.output)))
+        except BrokenProcessPool:
+            pass  # pending scenes go to a fresh pool
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 def format_table(result: BatchResult) -> str:

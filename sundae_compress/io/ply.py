@@ -169,7 +169,9 @@ def _read_ascii(f, path, header: PlyHeader, vertex: PlyElement, before: List[Ply
     """The vertex rows as a 2D float64 array, one column per property (in file order)."""
     f.seek(header.body_offset)
     skip = sum(el.count for el in before)  # ASCII PLY: one line per element row
-    lines = f.read().decode("latin-1").split("\n", skip + vertex.count)
+    text = f.read().decode("latin-1")
+    # bound the split by the text length: a header count beyond it can only mean a truncated file
+    lines = text.split("\n", min(skip + vertex.count, len(text) + 1))
     at_end = len(lines) <= skip + vertex.count  # no text after the vertex rows
     available = len(lines) - skip - (1 if at_end and not lines[-1].strip() else 0)
     if available < vertex.count:
