@@ -1,0 +1,340 @@
+"""The attribute table: each section name maps to an encode/decode pair and its raw length.
+
+:func:`encode_gaussians` sorts the Gaussians along the Morton curve of their quantised positions
+and encodes every attribute into one raw section (bytes) plus a small JSON-able ``meta`` dict;
+:func:`decode_gaussians` is its inverse. :func:`section_lengths` gives the exact raw length of every
+section from ``meta`` alone, so a reader can bound decompression before it starts.
+:func:`compress` / :func:`decompress` wrap Zstandard with that bound.
+
+Byte layouts are specified in ``formats/SUNDAE.md``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Dict, Tuple
+
+import numpy as np
+import zstandard
+
+from ..gaussians import SH_COEFFS, GaussianSet
+from .morton import morton_decode, morton_encode, morton_order
+from .quantise import (dequantise_codebook, dequantise_linear, fit_codebook, from_planes,
+                       planes_length, quantise_codebook, quantise_linear, to_planes)
+from .rotation import decode_smallest_three, encode_smallest_three
+from .settings import CodecSettings
+from .vq import kmeans
+
+#: Largest Gaussian count a bundle may declare.
+MAX_GAUSSIANS = 1 << 28
+#: Largest extra-feature count.
+MAX_FEATURES = 4096
+_ALPHA_EPS = 1e-6
+
+
+# -- helpers shared by the scalar attributes ----------------------------------------------------
+
+def _encode_scalar(x: np.ndarray, bits: int, mode: str) -> Tuple[bytes, dict]:
+    """(N, C) floats -> codebook (float32 LE, codebook mode) + code planes; linear meta lo/hi."""
+    x = np.asarray(x, np.float32)
+    x = x[:, None] if x.ndim == 1 else x
+    if mode == "codebook":
+        cb = fit_codebook(x, bits)
+        return cb.astype("<f4").tobytes() + to_planes(quantise_codebook(x, cb), bits), {}
+    if len(x):
+        lo, hi = x.min(0), x.max(0)
+    else:
+        lo = hi = np.zeros(x.shape[1], np.float32)
+    q = quantise_linear(x, lo, hi, bits)
+    return to_planes(q, bits), {"lo": lo.tolist(), "hi": hi.tolist()}
+
+
+def _decode_scalar(buf: bytes, n: int, cols: int, bits: int, mode: str, meta: dict) -> np.ndarray:
+    if mode == "codebook":
+        k = 1 << bits
+        cb = np.frombuffer(buf[:4 * k], "<f4")
+        if not np.isfinite(cb).all():
+            raise ValueError("non-finite codebook value")
+        return dequantise_codebook(from_planes(buf[4 * k:], n, cols, bits), cb)
+    lo, hi = _bounds(meta, cols)
+    return dequantise_linear(from_planes(buf, n, cols, bits), lo, hi, bits)
+
+
+def _scalar_length(n: int, cols: int, bits: int, mode: str) -> int:
+    return (4 << bits if mode == "codebook" else 0) + planes_length(n, cols, bits)
+
+
+def _bounds(meta: dict, cols: int):
+    try:
+        lo = np.asarray(meta["lo"], np.float64)
+        hi = np.asarray(meta["hi"], np.float64)
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"missing or bad lo/hi ({e})") from None
+    if lo.shape != (cols,) or hi.shape != (cols,) or not (np.isfinite(lo).all() and np.isfinite(hi).all()):
+        raise ValueError("bad lo/hi bounds")
+    return lo.astype(np.float32), hi.astype(np.float32)
+
+
+def _logit(a: np.ndarray) -> np.ndarray:
+    a = np.clip(a.astype(np.float64), _ALPHA_EPS, 1 - _ALPHA_EPS)
+    return np.log(a / (1 - a)).astype(np.float32)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return (1.0 / (1.0 + np.exp(-np.asarray(x, np.float64)))).astype(np.float32)
+
+
+def quantise_positions(means: np.ndarray, lo, hi, bits: int) -> np.ndarray:
+    """Positions -> (N, 3) integer grid coordinates over the box ``lo``..``hi``."""
+    return quantise_linear(means, lo, hi, bits)
+
+
+# -- the attribute encoders/decoders (each pair side by side) ------------------------------------
+# enc(gs, s) -> (raw bytes, meta part);  dec(buf, meta, s) -> decoded arrays (dict);
+# length(meta, s) -> raw bytes;  present(meta) -> whether the section exists.
+
+def enc_means(gs: GaussianSet, s: CodecSettings):
+    lo, hi = gs.bounds()
+    codes = morton_encode(quantise_positions(gs.means, lo, hi, s.position_bits))
+    if len(codes) > 1 and np.any(codes[1:] < codes[:-1]):
+        raise ValueError("Gaussians must be in Morton order before encoding the means")
+    deltas = np.diff(codes, prepend=np.uint64(0))
+    return to_planes(deltas, 3 * s.position_bits), {"lo": lo.tolist(), "hi": hi.tolist()}
+
+
+def dec_means(buf, meta, s):
+    lo, hi = _bounds(meta["means"], 3)
+    deltas = from_planes(buf, meta["n"], 1, 3 * s.position_bits)[:, 0]
+    codes = np.cumsum(deltas, dtype=np.uint64)
+    q = morton_decode(codes)
+    if q.size and int(q.max()) >= 1 << s.position_bits:
+        raise ValueError("position code out of range")
+    return {"means": dequantise_linear(q, lo, hi, s.position_bits)}
+
+
+def len_means(meta, s):
+    return planes_length(meta["n"], 1, 3 * s.position_bits)
+
+
+def enc_quats(gs, s):
+    idx, codes = encode_smallest_three(gs.quats, s.rotation_bits)
+    return to_planes(idx, 2) + to_planes(codes, s.rotation_bits), {}
+
+
+def dec_quats(buf, meta, s):
+    n = meta["n"]
+    idx = from_planes(buf[:n], n, 1, 2)[:, 0]
+    return {"quats": decode_smallest_three(idx, from_planes(buf[n:], n, 3, s.rotation_bits), s.rotation_bits)}
+
+
+def len_quats(meta, s):
+    return planes_length(meta["n"], 1, 2) + planes_length(meta["n"], 3, s.rotation_bits)
+
+
+def enc_scales(gs, s):
+    return _encode_scalar(gs.scales, s.scale_bits, s.scale_mode)
+
+
+def dec_scales(buf, meta, s):
+    return {"scales": _decode_scalar(buf, meta["n"], 3, s.scale_bits, s.scale_mode, meta.get("scales", {}))}
+
+
+def len_scales(meta, s):
+    return _scalar_length(meta["n"], 3, s.scale_bits, s.scale_mode)
+
+
+def enc_opacities(gs, s):
+    return _encode_scalar(_sigmoid(gs.opacities)[:, None], s.opacity_bits, s.opacity_mode)
+
+
+def dec_opacities(buf, meta, s):
+    a = _decode_scalar(buf, meta["n"], 1, s.opacity_bits, s.opacity_mode, meta.get("opacities", {}))
+    return {"opacities": _logit(a[:, 0])}
+
+
+def len_opacities(meta, s):
+    return _scalar_length(meta["n"], 1, s.opacity_bits, s.opacity_mode)
+
+
+def enc_sh_dc(gs, s):
+    return _encode_scalar(gs.sh[:, 0, :], s.color_bits, s.color_mode)
+
+
+def dec_sh_dc(buf, meta, s):
+    return {"sh_dc": _decode_scalar(buf, meta["n"], 3, s.color_bits, s.color_mode, meta.get("sh_dc", {}))}
+
+
+def len_sh_dc(meta, s):
+    return _scalar_length(meta["n"], 3, s.color_bits, s.color_mode)
+
+
+def _label_bits(c: int) -> int:
+    return max(1, math.ceil(math.log2(c))) if c > 1 else 1
+
+
+def enc_sh_rest(gs, s):
+    n, k = gs.sh.shape[:2]
+    x = gs.sh[:, 1:, :].reshape(n, (k - 1) * 3)
+    centres, labels = kmeans(x, s.sh_codebook_size, iters=s.sh_iters, seed=s.seed)
+    lo, hi = (centres.min(0), centres.max(0)) if len(centres) else (np.zeros(x.shape[1]),) * 2
+    cq = quantise_linear(centres, lo, hi, s.sh_codebook_bits)
+    c = len(centres)
+    return (to_planes(cq, s.sh_codebook_bits) + to_planes(labels, _label_bits(c)),
+            {"codebook_size": c, "lo": np.asarray(lo, np.float32).tolist(), "hi": np.asarray(hi, np.float32).tolist()})
+
+
+def dec_sh_rest(buf, meta, s):
+    n, d = meta["n"], (SH_COEFFS[meta["sh_degree"]] - 1) * 3
+    m = meta["sh_rest"]
+    c = m["codebook_size"]
+    lo, hi = _bounds(m, d)
+    cb_len = planes_length(c, d, s.sh_codebook_bits)
+    centres = dequantise_linear(from_planes(buf[:cb_len], c, d, s.sh_codebook_bits), lo, hi, s.sh_codebook_bits)
+    labels = from_planes(buf[cb_len:], n, 1, _label_bits(c))[:, 0]
+    if n and int(labels.max()) >= c:
+        raise ValueError("SH codebook label out of range")
+    return {"sh_rest": centres[labels.astype(np.int64)].reshape(n, d // 3, 3)}
+
+
+def len_sh_rest(meta, s):
+    c = meta["sh_rest"]["codebook_size"]
+    d = (SH_COEFFS[meta["sh_degree"]] - 1) * 3
+    return planes_length(c, d, s.sh_codebook_bits) + planes_length(meta["n"], 1, _label_bits(c))
+
+
+def enc_features(gs, s):
+    return _encode_scalar(gs.features, s.feature_bits, "linear")
+
+
+def dec_features(buf, meta, s):
+    return {"features": _decode_scalar(buf, meta["n"], meta["num_features"], s.feature_bits, "linear",
+                                       meta.get("features", {}))}
+
+
+def len_features(meta, s):
+    return _scalar_length(meta["n"], meta["num_features"], s.feature_bits, "linear")
+
+
+@dataclass(frozen=True)
+class Codec:
+    encode: Callable
+    decode: Callable
+    length: Callable
+    present: Callable
+
+
+#: section name -> its codec, in file order.
+ATTRIBUTES: Dict[str, Codec] = {
+    "means": Codec(enc_means, dec_means, len_means, lambda m: True),
+    "quats": Codec(enc_quats, dec_quats, len_quats, lambda m: True),
+    "scales": Codec(enc_scales, dec_scales, len_scales, lambda m: True),
+    "opacities": Codec(enc_opacities, dec_opacities, len_opacities, lambda m: True),
+    "sh_dc": Codec(enc_sh_dc, dec_sh_dc, len_sh_dc, lambda m: True),
+    "sh_rest": Codec(enc_sh_rest, dec_sh_rest, len_sh_rest, lambda m: m["sh_degree"] > 0),
+    "features": Codec(enc_features, dec_features, len_features, lambda m: m["num_features"] > 0),
+}
+
+
+# -- whole-set API -----------------------------------------------------------------------------
+
+def morton_sort(gs: GaussianSet, settings: CodecSettings | None = None):
+    """``(sorted_gs, order)``: the Gaussians in the order the codec stores them
+    (``sorted_gs = gs.subset(order)``); decoding returns them in this order."""
+    s = (settings or CodecSettings()).validate()
+    lo, hi = gs.bounds()
+    order = morton_order(quantise_positions(gs.means, lo, hi, s.position_bits))
+    return gs.subset(order), order
+
+
+def encode_gaussians(gs: GaussianSet, settings: CodecSettings | None = None):
+    """Encode ``gs`` -> ``(sections: dict[name, raw bytes], meta: dict)`` (meta is JSON-able).
+
+    The Gaussians are stored in Morton order (nothing about the input order is kept). Raises
+    ValueError for non-finite values or counts beyond the format's limits.
+    """
+    s = (settings or CodecSettings()).validate()
+    if len(gs) > MAX_GAUSSIANS or gs.num_features > MAX_FEATURES:
+        raise ValueError(f"{len(gs)} Gaussians / {gs.num_features} features exceed the format limits")
+    if not gs.finite_mask().all():
+        raise ValueError("cannot encode non-finite Gaussian attributes (drop those rows first)")
+    sgs, _ = morton_sort(gs, s)
+    meta = {"n": len(gs), "sh_degree": gs.sh_degree, "num_features": gs.num_features, "settings": s.to_dict()}
+    sections = {}
+    for name, codec in ATTRIBUTES.items():
+        if not codec.present(meta):
+            continue
+        raw, part = codec.encode(sgs, s)
+        sections[name] = raw
+        if part:
+            meta[name] = part
+    return sections, meta
+
+
+def check_meta(meta) -> CodecSettings:
+    """Validate the counts of a codec ``meta`` dict (ValueError if absurd); return its settings."""
+    if not isinstance(meta, dict):
+        raise ValueError("codec meta must be an object")
+    for key, hi in (("n", MAX_GAUSSIANS), ("sh_degree", 3), ("num_features", MAX_FEATURES)):
+        v = meta.get(key)
+        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= hi:
+            raise ValueError(f"{key}={v!r} is out of range 0..{hi}")
+    s = CodecSettings.from_dict(meta.get("settings"))
+    if meta["sh_degree"] > 0:
+        m = meta.get("sh_rest")
+        c = m.get("codebook_size") if isinstance(m, dict) else None
+        if isinstance(c, bool) or not isinstance(c, int) or not (min(1, meta["n"]) <= c <= max(1, meta["n"])) or c > 1 << 24:
+            raise ValueError(f"SH codebook size {c!r} is out of range")
+    return s
+
+
+def section_lengths(meta) -> Dict[str, int]:
+    """Exact raw byte length of each section present, from ``meta`` alone (validated first)."""
+    s = check_meta(meta)
+    return {name: c.length(meta, s) for name, c in ATTRIBUTES.items() if c.present(meta)}
+
+
+def decode_gaussians(sections: Dict[str, bytes], meta: dict) -> GaussianSet:
+    """Inverse of :func:`encode_gaussians` (rows in Morton order). ValueError if inconsistent."""
+    s = check_meta(meta)
+    want = section_lengths(meta)
+    out = {}
+    for name, length in want.items():
+        buf = sections.get(name)
+        if buf is None:
+            raise ValueError(f"section {name!r} is missing")
+        if len(buf) != length:
+            raise ValueError(f"section {name!r} holds {len(buf)} bytes, expected {length}")
+        out.update(ATTRIBUTES[name].decode(bytes(buf), meta, s))
+    n = meta["n"]
+    sh = out["sh_dc"][:, None, :]
+    if "sh_rest" in out:
+        sh = np.concatenate([sh, out["sh_rest"]], 1)
+    return GaussianSet(means=out["means"], quats=out["quats"], scales=out["scales"],
+                       opacities=out["opacities"], sh=sh.reshape(n, SH_COEFFS[meta["sh_degree"]], 3), features=out.get("features"))
+
+
+# -- zstd --------------------------------------------------------------------------------------
+
+def compress(raw: bytes, level: int) -> bytes:
+    """Zstandard frame of ``raw`` (content size recorded in the frame)."""
+    return zstandard.ZstdCompressor(level=level, write_content_size=True).compress(raw)
+
+
+def decompress(blob: bytes, raw_length: int) -> bytes:
+    """Decompress one zstd frame that must hold exactly ``raw_length`` bytes; ValueError otherwise.
+
+    Nothing larger than ``raw_length`` is ever allocated."""
+    try:
+        size = zstandard.frame_content_size(blob)
+    except zstandard.ZstdError as e:
+        raise ValueError(f"not a zstd frame ({e})") from None
+    if size != raw_length:
+        raise ValueError(f"zstd frame declares {size} bytes, expected {raw_length}")
+    try:
+        out = zstandard.ZstdDecompressor().decompress(blob, max_output_size=raw_length)
+    except zstandard.ZstdError as e:
+        raise ValueError(f"zstd data is corrupt ({e})") from None
+    if len(out) != raw_length:
+        raise ValueError(f"zstd frame gave {len(out)} bytes, expected {raw_length}")
+    return out

@@ -1,0 +1,427 @@
+"""The ``.sundae`` container: write, read (verified) and inspect.
+
+Layout (full spec: ``formats/SUNDAE.md``)::
+
+    0       8 bytes   magic  b"\\x89SUNDAE\\n"
+    8       uint32    format version (1)
+    12      uint32    H = header length
+    16      H bytes   header, UTF-8 JSON (counts, codec meta, section table, source, pipeline, net)
+    16+H    uint32    CRC-32 of bytes [0, 16+H)
+    20+H    ...       sections, back to back in table order (each zstd or raw, CRC-32 in the table)
+
+:func:`write_bundle` is atomic (temporary file + ``os.replace``). :func:`read_bundle` checks magic,
+version, lengths, every checksum and bounds every allocation by the header's counts before
+decompressing; any problem is one :class:`BundleError` line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import tempfile
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from .. import __version__
+from ..codec import CodecSettings, compress, decode_gaussians, decompress, encode_gaussians, section_lengths
+from ..errors import BundleError, SundaeError
+from ..gaussians import SH_COEFFS, GaussianSet
+
+MAGIC = b"\x89SUNDAE\n"
+VERSION = 1
+#: Fixed prefix: magic, version, header length.
+PREFIX = struct.Struct("<8sII")
+#: Longest header a reader accepts.
+MAX_HEADER_BYTES = 16 << 20
+#: Name of the optional neural-compensation section.
+NET_SECTION = "net.onnx"
+#: Largest net a reader accepts (raw bytes).
+MAX_NET_BYTES = 1 << 30
+#: Glob matching the temporary files :func:`write_bundle` creates next to its output
+#: for outputs named ``*.sundae`` (``.NAME.sundae.<random>.tmp``); left behind only if the process is
+#: killed mid-write.
+TEMP_GLOB = ".*.sundae.*.tmp"
+#: A bundle may expand to at most ``MAX_RATIO * file size + RATIO_SLACK`` bytes: its raw sections
+#: plus the decoded float32 arrays (real bundles expand 5-20x; anything far beyond is a zip bomb).
+MAX_RATIO = 256
+RATIO_SLACK = 1 << 20
+
+
+def _expanded_bytes(raw_total: int, n: int, sh_degree: int, num_features: int) -> int:
+    """Raw section bytes plus the decoded GaussianSet (float32 means, quats, scales, opacity, SH, features)."""
+    return raw_total + 4 * n * (11 + 3 * SH_COEFFS.get(sh_degree, 16) + num_features)
+
+
+@dataclass
+class SectionInfo:
+    """One entry of the section table. ``offset`` is absolute (from the start of the file)."""
+    name: str
+    offset: int
+    length: int
+    raw_length: int
+    crc: int
+    codec: str = "zstd"
+
+
+@dataclass
+class Bundle:
+    gaussians: GaussianSet
+    net: Optional[bytes]
+    net_meta: Optional[dict]
+    header: dict
+    sections: List[SectionInfo]
+    file_bytes: int
+
+
+@dataclass
+class BundleStats:
+    """What :func:`write_bundle` wrote."""
+    path: str
+    file_bytes: int
+    count: int
+    header_bytes: int
+    sections: List[SectionInfo] = field(default_factory=list)
+
+    @property
+    def bits_per_gaussian(self) -> float:
+        return 8.0 * self.file_bytes / max(self.count, 1)
+
+    def section_bytes(self) -> Dict[str, int]:
+        return {s.name: s.length for s in self.sections}
+
+
+# -- writing -----------------------------------------------------------------------------------
+
+def _source_info(gs: GaussianSet) -> Optional[dict]:
+    m = gs.meta or {}
+    if "source" not in m and "source_bytes" not in m:
+        return None
+    out = {"file": os.path.basename(str(m.get("source", ""))) or None, "bytes": m.get("source_bytes"),
+           "count": m.get("source_count")}
+    if isinstance(m.get("source_count"), int):
+        out["valid"] = m["source_count"] - int(m.get("dropped_rows") or 0)
+    return out
+
+
+def _json_safe(obj, what: str):
+    try:
+        return json.loads(json.dumps(obj, allow_nan=False))
+    except (TypeError, ValueError) as e:
+        raise SundaeError(f"{what} is not JSON-serialisable: {e}") from None
+
+
+def build_bundle(gs: GaussianSet, *, settings: CodecSettings | None = None, net: bytes | None = None,
+                 net_meta: dict | None = None, info: dict | None = None):
+    """The bundle's bytes as ``(prefix+header+crc, [section blobs], header dict)`` (nothing written)."""
+    s = settings or CodecSettings()
+    try:
+        s.validate()
+        raw, meta = encode_gaussians(gs, s)
+    except ValueError as e:
+        raise SundaeError(f"cannot encode the scene: {e}") from None
+    if net is None and net_meta is not None:
+        raise SundaeError("net_meta given without a net")
+    blobs = []
+    table = []
+    offset = 0
+
+    def add(name, data, level, allow_raw=False):
+        nonlocal offset
+        z = compress(data, level)
+        codec = "zstd"
+        if allow_raw and len(z) >= len(data):
+            z, codec = bytes(data), "raw"
+        table.append({"name": name, "offset": offset, "length": len(z), "raw_length": len(data),
+                      "codec": codec, "crc32": zlib.crc32(z)})
+        blobs.append(z)
+        offset += len(z)
+
+    for name, data in raw.items():
+        add(name, data, s.zstd_level)
+    if net is not None:
+        add(NET_SECTION, bytes(net), s.zstd_level, allow_raw=True)
+    info = dict(info or {})
+    lo, hi = gs.bounds()
+    header = {
+        "format": "sundae",
+        "version": VERSION,
+        "created_by": f"sundae-compress {__version__}",
+        "count": len(gs),
+        "sh_degree": gs.sh_degree,
+        "num_features": gs.num_features,
+        "bounds": {"min": lo.tolist(), "max": hi.tolist()},
+        "codec": meta,
+        "sections": table,
+        "source": _json_safe(info.pop("source", None) or _source_info(gs), "source info"),
+        "pipeline": _json_safe(info.pop("pipeline", None), "pipeline info"),
+        "net": None if net is None else dict(_json_safe(net_meta or {}, "net_meta"), section=NET_SECTION,
+                                              bytes=len(net)),
+        "extra": _json_safe(info, "info") if info else None,
+    }
+    hb = json.dumps(header, separators=(",", ":"), allow_nan=False).encode()
+    if len(hb) > MAX_HEADER_BYTES:
+        raise SundaeError(f"bundle header would be {len(hb)} bytes (limit {MAX_HEADER_BYTES})")
+    total = _expanded_bytes(sum(t["raw_length"] for t in table), len(gs), gs.sh_degree, gs.num_features)
+    size = PREFIX.size + len(hb) + 4 + offset
+    if total > MAX_RATIO * size + RATIO_SLACK:
+        raise SundaeError("scene is too degenerate to store (compresses beyond the format's ratio bound)")
+    head = PREFIX.pack(MAGIC, VERSION, len(hb)) + hb
+    head += struct.pack("<I", zlib.crc32(head))
+    return head, blobs, header
+
+
+def write_bundle(path, gs: GaussianSet, *, settings: CodecSettings | None = None, net: bytes | None = None,
+                 net_meta: dict | None = None, info: dict | None = None) -> BundleStats:
+    """Encode ``gs`` (and the optional ONNX ``net`` with its ``net_meta``) into a ``.sundae`` file.
+
+    ``info`` may hold ``source`` (file, bytes, count, valid; derived from ``gs.meta`` when absent)
+    and ``pipeline`` (ratio, method, gamma, fine-tune settings) dicts; other keys go to ``extra``.
+    Atomic: the file appears complete or not at all. Raises :class:`SundaeError` on failure.
+    """
+    path = Path(path)
+    head, blobs, header = build_bundle(gs, settings=settings, net=net, net_meta=net_meta, info=info)
+    directory = path.parent if str(path.parent) else Path(".")
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+        with os.fdopen(fd, "wb") as f:
+            f.write(head)
+            for b in blobs:
+                f.write(b)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        tmp = None
+    except OSError as e:
+        raise SundaeError(f"cannot write {path}: {e.strerror or e}") from None
+    finally:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+    base = len(head)
+    secs = [SectionInfo(t["name"], base + t["offset"], t["length"], t["raw_length"], t["crc32"], t["codec"])
+            for t in header["sections"]]
+    return BundleStats(str(path), base + sum(len(b) for b in blobs), len(gs), len(head), secs)
+
+
+# -- reading -----------------------------------------------------------------------------------
+
+def _int(v, lo, hi):
+    return not isinstance(v, bool) and isinstance(v, int) and lo <= v <= hi
+
+
+def _parse(path, data: bytes):
+    """Check the prefix, header checksum and section table of ``data``; return (header, sections)."""
+    name = str(path)
+
+    def bad(msg):
+        return BundleError(f"corrupt bundle {name}: {msg}")
+
+    if len(data) < PREFIX.size or data[:8] != MAGIC:
+        if len(data) < 8 and MAGIC.startswith(data):
+            raise bad("truncated (file ends inside the magic)")
+        raise BundleError(f"{name}: not a .sundae bundle (bad magic)")
+    _, version, hlen = PREFIX.unpack_from(data)
+    if version != VERSION:
+        if version > VERSION:
+            raise BundleError(f"{name}: bundle format version {version} is newer than this reader "
+                              f"(supports {VERSION}); upgrade sundae-compress")
+        raise bad(f"unknown format version {version}")
+    if hlen > MAX_HEADER_BYTES:
+        raise bad(f"header length {hlen} exceeds the limit of {MAX_HEADER_BYTES} bytes")
+    base = PREFIX.size + hlen + 4
+    if base > len(data):
+        raise bad(f"truncated (header needs {base} bytes, file has {len(data)})")
+    (crc,) = struct.unpack_from("<I", data, PREFIX.size + hlen)
+    if zlib.crc32(data[:PREFIX.size + hlen]) != crc:
+        raise bad("header checksum mismatch")
+    try:
+        header = json.loads(data[PREFIX.size:PREFIX.size + hlen].decode("utf-8"))
+    except (ValueError, RecursionError) as e:
+        raise bad(f"header is not valid JSON ({e})") from None
+    if not isinstance(header, dict) or header.get("format") != "sundae" or header.get("version") != version:
+        raise bad("header does not describe a sundae bundle of this version")
+    table = header.get("sections")
+    if not isinstance(table, list) or len(table) > 64:
+        raise bad("bad section table")
+    sections = []
+    pos = 0
+    for t in table:
+        if not isinstance(t, dict) or not isinstance(t.get("name"), str):
+            raise bad("bad section table entry")
+        nm = t["name"]
+        if any(s.name == nm for s in sections):
+            raise bad(f"section {nm!r} appears twice")
+        if not (_int(t.get("offset"), 0, len(data)) and _int(t.get("length"), 0, len(data))
+                and _int(t.get("raw_length"), 0, 1 << 48) and _int(t.get("crc32"), 0, 0xFFFFFFFF)
+                and t.get("codec") in ("zstd", "raw")):
+            raise bad(f"section {nm!r} has a bad table entry")
+        if t["offset"] != pos:
+            raise bad(f"section {nm!r} does not start where the previous one ends")
+        if base + pos + t["length"] > len(data):
+            raise bad(f"truncated (section {nm!r} runs past the end of the file)")
+        if t["codec"] == "raw" and t["raw_length"] != t["length"]:
+            raise bad(f"section {nm!r} is stored raw but its lengths differ")
+        sections.append(SectionInfo(nm, base + pos, t["length"], t["raw_length"], t["crc32"], t["codec"]))
+        pos += t["length"]
+    if base + pos != len(data):
+        raise bad(f"{len(data) - base - pos} bytes after the last section")
+    for s in sections:
+        if zlib.crc32(data[s.offset:s.offset + s.length]) != s.crc:
+            raise bad(f"section {s.name!r} checksum mismatch")
+    # every allocation below is bounded by these checks
+    meta = header.get("codec")
+    try:
+        want = section_lengths(meta)
+    except (ValueError, TypeError, KeyError) as e:
+        raise bad(f"bad codec parameters ({e})") from None
+    if header.get("count") != meta["n"] or header.get("sh_degree") != meta["sh_degree"] \
+            or header.get("num_features") != meta["num_features"]:
+        raise bad("header counts disagree with the codec parameters")
+    names = {s.name for s in sections}
+    net = header.get("net")
+    expected = set(want) | ({NET_SECTION} if net is not None else set())
+    if names != expected:
+        raise bad(f"sections {sorted(names)} do not match the expected {sorted(expected)}")
+    for s in sections:
+        if s.name in want and s.raw_length != want[s.name]:
+            raise bad(f"section {s.name!r} declares {s.raw_length} raw bytes, expected {want[s.name]}")
+        if s.name == NET_SECTION and (s.raw_length > MAX_NET_BYTES or not isinstance(net, dict)
+                                      or net.get("bytes") != s.raw_length):
+            raise bad("bad net section")
+    total = _expanded_bytes(sum(s.raw_length for s in sections), meta["n"], meta["sh_degree"], meta["num_features"])
+    if total > MAX_RATIO * len(data) + RATIO_SLACK:
+        raise bad(f"declares {total} raw bytes, more than a file of {len(data)} bytes can hold")
+    return header, sections
+
+
+def _read_file(path) -> bytes:
+    p = Path(path)
+    try:
+        with open(p, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise BundleError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise BundleError(f"{path}: is a directory") from None
+    except OSError as e:
+        raise BundleError(f"{path}: cannot read: {e.strerror or e}") from None
+
+
+def read_bundle(path) -> Bundle:
+    """Read and verify a ``.sundae`` file. Raises :class:`BundleError` (one line) on any problem."""
+    data = _read_file(path)
+    header, sections = _parse(path, data)
+    raw = {}
+    for s in sections:
+        blob = data[s.offset:s.offset + s.length]
+        try:
+            raw[s.name] = blob if s.codec == "raw" else decompress(blob, s.raw_length)
+        except ValueError as e:
+            raise BundleError(f"corrupt bundle {path}: section {s.name!r}: {e}") from None
+    net = raw.pop(NET_SECTION, None)
+    try:
+        gs = decode_gaussians(raw, header["codec"])
+    except (ValueError, KeyError, TypeError, IndexError) as e:
+        raise BundleError(f"corrupt bundle {path}: {e}") from None
+    gs.meta = {"bundle": str(path), "source_info": header.get("source"), "pipeline": header.get("pipeline")}
+    net_meta = None
+    if header.get("net") is not None:
+        net_meta = {k: v for k, v in header["net"].items() if k not in ("section", "bytes")}
+    return Bundle(gs, net, net_meta, header, sections, len(data))
+
+
+# -- inspection --------------------------------------------------------------------------------
+
+def inspect_bundle(path) -> dict:
+    """JSON-serialisable summary of a bundle (verifies its checksums; does not decode Gaussians)."""
+    data = _read_file(path)
+    header, sections = _parse(path, data)
+    n = header["count"]
+    size = len(data)
+
+    def bpg(b):
+        return round(8.0 * b / n, 3) if n else None
+
+    src = dict(header.get("source") or {})
+    if isinstance(src.get("bytes"), int) and src["bytes"] > 0:
+        src["compression_ratio"] = round(src["bytes"] / size, 2)
+    net = header.get("net")
+    net_sec = next((s for s in sections if s.name == NET_SECTION), None)
+    return {
+        "path": str(path),
+        "format_version": header["version"],
+        "created_by": header.get("created_by"),
+        "file_bytes": size,
+        "count": n,
+        "sh_degree": header["sh_degree"],
+        "num_features": header["num_features"],
+        "bounds": header.get("bounds"),
+        "bits_per_gaussian": bpg(size),
+        "header_bytes": sections[0].offset if sections else size,
+        "sections": [{"name": s.name, "bytes": s.length, "raw_bytes": s.raw_length, "codec": s.codec,
+                      "share": round(s.length / size, 4), "bits_per_gaussian": bpg(s.length)} for s in sections],
+        "source": src or None,
+        "settings": header["codec"]["settings"],
+        "net": {"present": net is not None, "bytes": net_sec.raw_length if net_sec else 0,
+                "stored_bytes": net_sec.length if net_sec else 0,
+                "params": (net or {}).get("params"),
+                "meta": {k: v for k, v in (net or {}).items() if k not in ("section", "bytes")} or None},
+        "pipeline": header.get("pipeline"),
+    }
+
+
+def _fmt_bytes(b) -> str:
+    if not isinstance(b, (int, float)):
+        return "?"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if b < 1024 or unit == "GiB":
+            return f"{b:.0f} {unit}" if unit == "B" else f"{b:.2f} {unit}"
+        b /= 1024.0
+
+
+def format_inspect(d: dict) -> str:
+    """Human-readable table of :func:`inspect_bundle`'s dict (for ``sundae-inspect``)."""
+    lines = [f"{d['path']}  (.sundae v{d['format_version']}, {d.get('created_by') or '?'})",
+             f"  Gaussians      {d['count']:,}   SH degree {d['sh_degree']}   features {d['num_features']}",
+             f"  file size      {d['file_bytes']:,} bytes ({_fmt_bytes(d['file_bytes'])}), "
+             f"{d['bits_per_gaussian']} bits/Gaussian"]
+    b = d.get("bounds") or {}
+    if b:
+        fmt = lambda v: "(" + ", ".join(f"{x:.4g}" for x in v) + ")"  # noqa: E731
+        lines.append(f"  bounds         {fmt(b['min'])} .. {fmt(b['max'])}")
+    src = d.get("source")
+    if src:
+        lines.append(f"  source         {src.get('file') or '?'}: {src.get('bytes') or '?'} bytes, "
+                     f"{src.get('count', '?')} Gaussians ({src.get('valid', '?')} valid)"
+                     + (f", ratio {src['compression_ratio']}x" if "compression_ratio" in src else ""))
+    lines.append("")
+    lines.append(f"  {'section':<12}{'bytes':>12}{'raw':>12}{'share':>8}{'bits/G':>9}  codec")
+    lines.append(f"  {'header':<12}{d['header_bytes']:>12,}{'':>12}{d['header_bytes'] / d['file_bytes']:>8.1%}"
+                 f"{8 * d['header_bytes'] / max(d['count'], 1):>9.2f}")
+    for s in d["sections"]:
+        lines.append(f"  {s['name']:<12}{s['bytes']:>12,}{s['raw_bytes']:>12,}{s['share']:>8.1%}"
+                     f"{(s['bits_per_gaussian'] or 0):>9.2f}  {s['codec']}")
+    st = d["settings"]
+    lines.append("")
+    lines.append("  quantisation   positions {position_bits} b/axis, rotations {rotation_bits} b x3 (smallest-three), "
+                 "scales {scale_bits} b {scale_mode}, opacity {opacity_bits} b {opacity_mode}, "
+                 "colour {color_bits} b {color_mode}".format(**st))
+    lines.append(f"                 SH rest codebook {st['sh_codebook_size']} x {st['sh_codebook_bits']} b, "
+                 f"features {st['feature_bits']} b, zstd level {st['zstd_level']}")
+    net = d["net"]
+    if net["present"]:
+        extra = ", ".join(f"{k}={v}" for k, v in (net.get("meta") or {}).items() if k != "params")
+        lines.append(f"  net            {net['bytes']:,} bytes ONNX ({net['stored_bytes']:,} stored), "
+                     f"{net.get('params') if net.get('params') is not None else '?'} params"
+                     + (f"; {extra}" if extra else ""))
+    else:
+        lines.append("  net            none")
+    if d.get("pipeline"):
+        lines.append("  pipeline       " + ", ".join(f"{k}={v}" for k, v in d["pipeline"].items()))
+    return "\n".join(lines)

@@ -1,0 +1,229 @@
+"""The quantisation codec: Morton order, quantisers, smallest-three, k-means, whole-scene round trips."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings as hsettings, strategies as st
+
+from sundae_compress.codec import CodecSettings, decode_gaussians, encode_gaussians, morton_sort, section_lengths
+from sundae_compress.codec.morton import morton_decode, morton_encode, morton_order
+from sundae_compress.codec.quantise import (dequantise_codebook, dequantise_linear, fit_codebook, from_planes,
+                                            quantise_codebook, quantise_linear, to_planes)
+from sundae_compress.codec.rotation import S3_RANGE, decode_smallest_three, encode_smallest_three
+from sundae_compress.codec.vq import assign, kmeans
+from sundae_compress.gaussians import normalize_quats
+from sundae_compress.io.ply import read_ply
+
+from conftest import make_tiny_scene
+
+
+def _sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x.astype(np.float64)))
+
+
+def _angle_deg(q1, q2):
+    d = np.abs((q1.astype(np.float64) * q2.astype(np.float64)).sum(1))
+    return np.degrees(2 * np.arccos(np.clip(d, 0, 1)))
+
+
+# -- building blocks ---------------------------------------------------------------------------
+
+@hsettings(max_examples=30, deadline=None)
+@given(st.integers(1, 21), st.integers(0, 2**31 - 1))
+def test_morton_round_trip(bits, seed):
+    q = np.random.default_rng(seed).integers(0, 1 << bits, (200, 3)).astype(np.uint32)
+    assert np.array_equal(morton_decode(morton_encode(q)), q)
+
+
+def test_morton_interleaves_bits_x_lowest():
+    q = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [2, 0, 0], [(1 << 21) - 1] * 3], np.uint32)
+    assert morton_encode(q).tolist() == [1, 2, 4, 8, (1 << 63) - 1]
+
+
+def test_morton_order_is_spatially_coherent():
+    q = np.random.default_rng(0).integers(0, 1 << 10, (4000, 3))
+    o = morton_order(q)
+    step_sorted = np.linalg.norm(np.diff(q[o].astype(float), axis=0), axis=1).mean()
+    step_random = np.linalg.norm(np.diff(q.astype(float), axis=0), axis=1).mean()
+    assert step_sorted < step_random / 5
+    assert np.array_equal(o, morton_order(q.copy()))
+
+
+@hsettings(max_examples=40, deadline=None)
+@given(st.integers(2, 16), st.floats(-1e3, 1e3), st.floats(1e-3, 1e3))
+def test_linear_quantiser_within_half_step(bits, lo, span):
+    x = np.random.default_rng(bits).uniform(lo, lo + span, 500)
+    q = quantise_linear(x, lo, lo + span, bits)
+    assert q.max() <= (1 << bits) - 1
+    err = np.abs(dequantise_linear(q, lo, lo + span, bits) - x)
+    assert err.max() <= 0.5 * span / ((1 << bits) - 1) * (1 + 1e-3) + 1e-6 * (abs(lo) + span)
+
+
+def test_linear_quantiser_constant_column():
+    x = np.full(10, 3.5)
+    q = quantise_linear(x, 3.5, 3.5, 8)
+    assert np.all(dequantise_linear(q, 3.5, 3.5, 8) == np.float32(3.5))
+
+
+def test_codebook_picks_nearest_centre():
+    x = np.random.default_rng(1).standard_t(3, 5000)
+    cb = fit_codebook(x, 6)
+    assert len(cb) == 64 and np.all(np.diff(cb) >= 0)
+    q = quantise_codebook(x, cb)
+    brute = np.abs(x[:, None] - cb[None, :].astype(np.float64)).argmin(1)
+    assert np.allclose(np.abs(cb[q] - x), np.abs(cb[brute] - x))
+    with pytest.raises(ValueError):
+        dequantise_codebook(np.array([64]), cb)
+
+
+@hsettings(max_examples=30, deadline=None)
+@given(st.integers(1, 63), st.integers(0, 5), st.integers(1, 4))
+def test_planes_round_trip(bits, n, cols):
+    rng = np.random.default_rng(bits * 7 + n)
+    q = rng.integers(0, 1 << min(bits, 62), (n, cols), dtype=np.int64).astype(np.uint64)
+    buf = to_planes(q, bits)
+    assert len(buf) == n * cols * ((bits + 7) // 8)
+    assert np.array_equal(from_planes(buf, n, cols, bits), q)
+
+
+def test_planes_reject_wrong_size_and_wide_codes():
+    with pytest.raises(ValueError):
+        from_planes(b"\x00" * 5, 2, 1, 16)
+    with pytest.raises(ValueError):
+        from_planes(bytes([0xFF, 0xFF]), 1, 1, 12)
+
+
+@pytest.mark.parametrize("bits", [6, 8, 10])
+def test_smallest_three_angle_error(bits):
+    q = normalize_quats(np.random.default_rng(bits).normal(size=(5000, 4)).astype(np.float32))
+    idx, codes = encode_smallest_three(q, bits)
+    assert idx.max() <= 3 and codes.max() <= (1 << bits) - 1
+    d = decode_smallest_three(idx, codes, bits)
+    assert np.allclose(np.linalg.norm(d, axis=1), 1, atol=1e-5)
+    step = 2 * S3_RANGE / ((1 << bits) - 1)
+    # each stored component is off by at most step/2; the angle error is at most ~4 * |dq|
+    bound = np.degrees(4 * np.sqrt(3) * step / 2)
+    assert _angle_deg(q, d).max() < bound
+    assert _angle_deg(q, d).mean() < bound / 3
+
+
+def test_smallest_three_sign_and_degenerate():
+    q = np.array([[-1, 0, 0, 0], [0, 0, 0, 0], [0.5, -0.5, 0.5, -0.5]], np.float32)
+    d = decode_smallest_three(*encode_smallest_three(q, 8), 8)
+    assert _angle_deg(np.array([[1, 0, 0, 0], [1, 0, 0, 0], [0.5, -0.5, 0.5, -0.5]], np.float32), d).max() < 1
+
+
+def test_kmeans_deterministic_and_labels_nearest():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(8, 5)) * 10
+    x = (centres[rng.integers(0, 8, 3000)] + rng.normal(size=(3000, 5)) * 0.1).astype(np.float32)
+    c1, l1 = kmeans(x, 64, iters=10, seed=3)
+    c2, l2 = kmeans(x, 64, iters=10, seed=3)
+    assert np.array_equal(c1, c2) and np.array_equal(l1, l2)
+    assert np.array_equal(l1, assign(x, c1))
+    assert np.sqrt(((c1[l1] - x) ** 2).sum(1)).mean() < 1.0  # every well separated cluster got centres
+    c0, l0 = kmeans(x, 8, iters=0, seed=3)
+    c8, l8 = kmeans(x, 8, iters=10, seed=3)
+    assert ((c8[l8] - x) ** 2).sum() < ((c0[l0] - x) ** 2).sum()  # Lloyd iterations reduce the error
+    c3, l3 = kmeans(x[:5], 100)
+    assert len(c3) == 5 and np.allclose(c3[l3], x[:5])
+
+
+# -- whole scenes ------------------------------------------------------------------------------
+
+def _check_round_trip(gs, s: CodecSettings, sh_rmse_bound=None):
+    secs, meta = encode_gaussians(gs, s)
+    assert section_lengths(meta) == {k: len(v) for k, v in secs.items()}
+    d = decode_gaussians(secs, meta)
+    o, order = morton_sort(gs, s)
+    assert len(d) == len(gs) and d.sh.shape == gs.sh.shape
+    lo, hi = gs.bounds()
+    diag = float(np.linalg.norm(hi - lo))
+    pos_err = np.linalg.norm(d.means - o.means, axis=1).max()
+    assert pos_err <= 1e-4 * diag
+    ang = _angle_deg(o.quats, d.quats)
+    assert ang.max() < np.degrees(4 * np.sqrt(3) * S3_RANGE / ((1 << s.rotation_bits) - 1)) + 1e-3
+
+    def step(x, bits):
+        return (x.max(0) - x.min(0)) / ((1 << bits) - 1)
+
+    def check_scalar(orig, dec, bits, mode):
+        err = np.abs(dec.astype(np.float64) - orig)
+        if mode == "linear":
+            assert np.all(err.max(0) <= 0.5 * step(orig, bits) * (1 + 1e-4) + 1e-6)
+        else:  # nearest entry of a sorted codebook: half the widest gap, or the overhang at the ends
+            cb = np.unique(dec)
+            bound = max(0.5 * np.diff(cb).max(), orig.max() - cb.max(), cb.min() - orig.min())
+            assert err.max() <= bound * (1 + 1e-4) + 1e-6
+
+    check_scalar(o.scales, d.scales, s.scale_bits, s.scale_mode)
+    check_scalar(o.sh[:, 0], d.sh[:, 0], s.color_bits, s.color_mode)
+    a0, a1 = _sigmoid(o.opacities), _sigmoid(d.opacities)
+    assert np.abs(a0 - a1).max() <= 0.5 / ((1 << s.opacity_bits) - 1) * (1 + 1e-3) + 2e-6
+    if gs.sh_degree > 0:
+        rmse = np.sqrt(((d.sh[:, 1:] - o.sh[:, 1:]) ** 2).mean())
+        assert rmse < sh_rmse_bound, rmse
+    if gs.features is not None:
+        err = np.abs(d.features - o.features).max(0)
+        assert np.all(err <= 0.5 * step(o.features, s.feature_bits) * (1 + 1e-4) + 1e-6)
+    return secs, meta, d
+
+
+@pytest.mark.parametrize("name", ["donut", "guitar", "playbot_125k"])
+def test_real_scene_round_trip(assets, name):
+    gs = read_ply(assets / f"{name}.ply")
+    # a smaller SH codebook keeps the test fast; the benchmark measures the default
+    s = CodecSettings(sh_codebook_size=512, sh_iters=4)
+    # measured SH-rest RMSE on playbot: 0.113 (data RMS 0.20); 4096 entries (default) give 0.090
+    secs, meta, d = _check_round_trip(gs, s, sh_rmse_bound=0.13)
+    if name == "playbot_125k":
+        assert meta["sh_rest"]["codebook_size"] == 512 and "sh_rest" in secs
+
+
+def test_tiny_scene_with_features_and_sh3(tiny_scene):
+    gs = tiny_scene(n=300, sh_degree=3, features=6)
+    s = CodecSettings(scale_mode="codebook", color_mode="linear", rotation_bits=10, sh_codebook_size=300)
+    secs, meta, d = _check_round_trip(gs, s, sh_rmse_bound=1e-3)  # codebook as large as N: near exact
+    assert d.features.shape == (300, 6) and set(secs) >= {"features", "sh_rest"}
+
+
+def test_order_of_input_is_not_stored():
+    gs = make_tiny_scene(n=500, sh_degree=1, features=2)
+    perm = np.random.default_rng(5).permutation(500)
+    s = CodecSettings(sh_codebook_size=64)
+    a, _ = encode_gaussians(gs, s)
+    b, _ = encode_gaussians(gs.subset(perm), s)
+    assert a.keys() == b.keys() and all(a[k] == b[k] for k in a)
+
+
+def test_empty_and_single_gaussian():
+    for n in (0, 1):
+        gs = make_tiny_scene(n=n, sh_degree=1)
+        secs, meta = encode_gaussians(gs, CodecSettings())
+        d = decode_gaussians(secs, meta)
+        assert len(d) == n
+        if n:
+            assert np.allclose(d.means, gs.means) and np.allclose(d.sh, gs.sh, atol=1e-2)
+
+
+def test_encoder_rejects_non_finite_and_bad_settings():
+    gs = make_tiny_scene(n=10, sh_degree=0)
+    gs.scales[3, 1] = np.nan
+    with pytest.raises(ValueError, match="non-finite"):
+        encode_gaussians(gs)
+    with pytest.raises(ValueError, match="position_bits"):
+        CodecSettings(position_bits=30).validate()
+    with pytest.raises(ValueError, match="scale_mode"):
+        CodecSettings(scale_mode="fancy").validate()
+
+
+def test_decoder_rejects_inconsistent_sections():
+    gs = make_tiny_scene(n=50, sh_degree=0)
+    secs, meta = encode_gaussians(gs)
+    with pytest.raises(ValueError, match="expected"):
+        decode_gaussians({**secs, "quats": secs["quats"][:-1]}, meta)
+    with pytest.raises(ValueError, match="missing"):
+        decode_gaussians({k: v for k, v in secs.items() if k != "means"}, meta)
+    with pytest.raises(ValueError):
+        decode_gaussians(secs, {**meta, "n": 10**12})
