@@ -163,7 +163,7 @@ def compress(input, output=None, *, ratio: Optional[float] = None, count: Option
     t = time.perf_counter()
     bundle_info = {
         "source": {"file": input.name, "bytes": report.bytes_in, "count": report.source_count,
-                   "valid_count": report.valid_count, "dropped_rows": report.dropped_rows},
+                   "valid": report.valid_count, "dropped_rows": report.dropped_rows},
         "pipeline": {"ratio": ratio, "count": budget, "method": method, "gamma": gamma,
                      "merge": report.merge, "finetune": report.finetune or None},
     }
