@@ -57,6 +57,8 @@ def run_one(args) -> dict:
     t_load = time.perf_counter() - t0
     count = int(round(args.ratio * len(gs)))
     stages = {}
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    c0 = ru.ru_utime + ru.ru_stime
     t0 = time.perf_counter()
     if args.mode == "collapse":
         keep = np.arange(count)  # collapse ignores the survivors, only the count
@@ -71,12 +73,15 @@ def run_one(args) -> dict:
     out = merge_into(gs, keep, mode=args.mode, timings=timings)
     stages["merge"] = time.perf_counter() - t1
     stages.update({f"merge/{k}": v for k, v in timings.items()})
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = ru.ru_utime + ru.ru_stime - c0
     assert len(out) == count and out.finite_mask().all()
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB -> MiB on Linux
     return {"mode": args.mode, "method": args.method if args.mode != "collapse" else "-", "n": len(gs),
             "count": count, "load_s": round(t_load, 2),
             "stages_s": {k: round(v, 3) for k, v in stages.items()},
-            "total_s": round(stages["select"] + stages["merge"], 2), "peak_rss_mib": round(rss, 1)}
+            "total_s": round(stages["select"] + stages["merge"], 2), "cpu_s": round(cpu, 2),
+            "loadavg": [round(v, 2) for v in os.getloadavg()], "peak_rss_mib": round(rss, 1)}
 
 
 def main():
@@ -120,12 +125,15 @@ def main():
              f"{args.scene} tiled (1e-4 jitter) to N Gaussians, kept {args.ratio:.0%}; {info['machine']}; load average during the run "
              f"{info['loadavg_1_5_15']} ({info['note']}). Each row is a fresh process; peak RSS includes "
              f"the scene itself.", "",
-             "| mode | selector | N | kept | select s | merge s | total s | peak RSS MiB | merge stages s |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "Wall times are inflated by the load; CPU = user+sys of all threads (idle 2-core wall is "
+             "between CPU/2 and CPU).", "",
+             "| mode | selector | N | kept | select s | merge s | total s (wall) | total CPU s | load avg (1 min) | peak RSS MiB | merge stages s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         st = ", ".join(f"{k[6:]} {v:.2f}" for k, v in r["stages_s"].items() if k.startswith("merge/"))
         lines.append(f"| {r['mode']} | {r['method']} | {r['n']:,} | {r['count']:,} | {r['stages_s']['select']:.2f} | "
-                     f"{r['stages_s']['merge']:.2f} | {r['total_s']:.2f} | {r['peak_rss_mib']:.0f} | {st} |")
+                     f"{r['stages_s']['merge']:.2f} | {r['total_s']:.2f} | {r.get('cpu_s', float('nan')):.2f} | "
+                     f"{r.get('loadavg', [float('nan')])[0]:.2f} | {r['peak_rss_mib']:.0f} | {st} |")
     (RESULTS / "merge_speed.md").write_text("\n".join(lines) + "\n")
 
 

@@ -2,7 +2,8 @@
 
 Rounds, until the target count is reached:
 
-1. kNN graph on the current centres (``k`` neighbours, scipy kd-tree).
+1. kNN graph on the current centres (``k`` neighbours; the C grid kernel of :mod:`.graph`, scipy
+   kd-tree without it).
 2. Edge cost = shape cost x appearance cost x spectral protection:
 
    * shape: the Runnalls bound on KL(mixture || merged), with mixture weights from the masses
@@ -18,6 +19,8 @@ Rounds, until the target count is reached:
 3. A matching of disjoint cheapest edges: edges that are the cheapest for both ends are taken,
    their ends removed, repeat (this reproduces the greedy cheapest-first matching without a
    Python loop over edges).
+   The costs (one C loop over the edges, threaded) and the greedy matching over the stably
+   cost-sorted edges (one C pass) use the compiled helpers of :mod:`.graph` when available.
 4. The matched pairs (only the cheapest ones in the last round, to land on the exact count) are
    moment-matched with :func:`sundae_compress.prune.merge.merge_groups`.
 """
@@ -44,6 +47,24 @@ def edge_costs(i: np.ndarray, j: np.ndarray, means: np.ndarray, cov6: np.ndarray
                logdet: np.ndarray, app: np.ndarray, lam: float, chunk: int = 1 << 21) -> np.ndarray:
     """Cost of merging Gaussian ``i[e]`` with ``j[e]`` for every edge ``e`` (float64), chunked."""
     out = np.empty(len(i), np.float64)
+    lib = _lib()
+    if lib is not None and len(i):
+        from .graph import _ptr, _run_parallel, _split
+
+        ii = np.ascontiguousarray(i, np.int64)
+        jj = np.ascontiguousarray(j, np.int64)
+        mf = np.ascontiguousarray(means, np.float32)
+        c6 = np.ascontiguousarray(cov6, np.float64)
+        ww = np.ascontiguousarray(w, np.float64)
+        ld = np.ascontiguousarray(logdet, np.float64)
+        use_app = lam > 0 and app is not None
+        ap = np.ascontiguousarray(app, np.float32).reshape(len(means), -1) if use_app else None
+        napp = ap.shape[1] if use_app else 0
+        _run_parallel(lambda a, b: lib.edge_cost_rows(_ptr(ii), _ptr(jj), a, b, _ptr(mf), _ptr(c6), _ptr(ww),
+                                                      _ptr(ld), _ptr(ap) if use_app else None, napp,
+                                                      float(lam), EPS_COV, _ptr(out)),
+                      _split(len(ii), 8))
+        return out
     for a in range(0, len(i), chunk):
         out[a:a + chunk] = _edge_costs(i[a:a + chunk], j[a:a + chunk], means, cov6, w, logdet, app, lam)
     return out
@@ -72,7 +93,28 @@ def _edge_costs(i, j, means, cov6, w, logdet, app, lam):
 def greedy_matching(u: np.ndarray, v: np.ndarray, cost: np.ndarray, n: int, max_pairs: int) -> np.ndarray:
     """Indices of a set of disjoint edges, equal to the greedy cheapest-first matching
     (ties broken by edge index), stopped after ``max_pairs`` edges (the cheapest ones)."""
-    order = np.lexsort((np.arange(len(cost)), cost))
+    lib = _lib()
+    cost = np.asarray(cost, np.float64)
+    if lib is not None and not np.isnan(cost).any():
+        from .graph import _ptr
+
+        cost = np.ascontiguousarray(cost)
+        order = np.empty(len(cost), np.int64)
+        if lib.argsort_f64(_ptr(cost), len(cost), _ptr(order)) < 0:  # radix: same as a stable argsort
+            raise MemoryError("sorting edge costs")
+    else:
+        order = np.argsort(cost, kind="stable")  # = lexsort((arange, cost)): ties by edge index
+    if lib is not None:
+        from .graph import _ptr
+
+        uu = np.ascontiguousarray(u, np.int64)
+        vv = np.ascontiguousarray(v, np.int64)
+        order = np.ascontiguousarray(order, np.int64)
+        chosen = np.empty(max(0, min(int(max_pairs), n // 2 + 1)), np.int64)
+        c = lib.greedy_match(_ptr(uu), _ptr(vv), _ptr(order), len(order), n, len(chosen), _ptr(chosen))
+        if c < 0:
+            raise MemoryError("greedy matching")
+        return chosen[:c]
     u, v = u[order], v[order]
     rank = np.arange(len(order))
     alive = np.ones(len(order), bool)
@@ -136,9 +178,45 @@ def mutual_matching(nbr: np.ndarray, cost: np.ndarray, max_pairs: int, iters: in
     return u, v
 
 
+def _lib():
+    from .graph import _load_kernel
+
+    return _load_kernel()
+
+
+def _undirected_edges(nbr: np.ndarray):
+    """(u, v) with u < v: every edge of the directed kNN lists ``nbr`` (-1 padded) once."""
+    n, k = nbr.shape
+    lib = _lib()
+    if lib is not None:
+        from .graph import _ptr
+
+        nb = np.ascontiguousarray(nbr, np.int64)
+        u = np.empty(n * k, np.int64)
+        v = np.empty(n * k, np.int64)
+        e = lib.knn_edges(_ptr(nb), n, k, _ptr(u), _ptr(v))
+        return u[:e].copy(), v[:e].copy()
+    src = np.repeat(np.arange(n), k)
+    dst = nbr.reshape(-1)
+    ok = (dst >= 0) & (dst != src)
+    src, dst = src[ok], dst[ok]
+    # drop i -> j (i > j) when j -> i is also listed: the copy from the lower index is kept
+    back = np.zeros(len(src), bool)
+    for col in range(k):
+        back |= nbr[dst, col] == src
+    keep = ~((src > dst) & back)
+    src, dst = src[keep], dst[keep]
+    return np.minimum(src, dst), np.maximum(src, dst)
+
+
 def _knn(x: np.ndarray, k: int, workers: int) -> np.ndarray:
     """(n, k) indices of the k nearest other centres (-1 padded)."""
     from scipy.spatial import cKDTree
+
+    if _lib() is not None and len(x) > k:
+        from .graph import knn_graph
+
+        return knn_graph(x, k=k, threshold=np.inf).nbr  # C grid search, no edge-length cut
 
     _, nbr = cKDTree(x).query(x, k=k + 1, workers=workers)
     nbr = nbr[:, 1:]
@@ -193,12 +271,7 @@ def collapse_to(gs: GaussianSet, count: int, *, k: int = 8, mass: str = "area", 
         app = cur.sh.reshape(n, -1)
         max_pairs = min(need, max(1, int(round_fraction * n)))
         if matching == "greedy":
-            src = np.repeat(np.arange(n), kk)
-            dst = nbr.reshape(-1)
-            ok = dst >= 0
-            src, dst = src[ok], dst[ok]
-            key = np.unique(np.minimum(src, dst) * n + np.maximum(src, dst))
-            u, v = key // n, key % n
+            u, v = _undirected_edges(nbr)
             c = edge_costs(u, v, cur.means, cov6, w, logdet, app, lam)
             if prot is not None:
                 c = c * (1.0 + beta * np.maximum(prot[u], prot[v]))

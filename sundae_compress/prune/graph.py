@@ -23,16 +23,26 @@ Two implementations compute the same graph:
 
 * :func:`spectral_scores` -- a uniform-grid search written in C (compiled once with the system C
   compiler into a cache directory, called through :mod:`ctypes` from several threads). Points
-  are radix-sorted by cell (cell size ≈ the median ``k``-th neighbour distance, estimated on a
-  subsample); each point scans the 3×3×3 block of cells around it and grows the block ring by ring
-  until its ``k``-th distance is inside the block, or the block covers the threshold radius. So
+  are radix-sorted by cell (cell size ≈ ``CELL_FACTOR`` (2) × the median ``k``-th neighbour
+  distance, estimated on a subsample). Cells are processed in key order: the points of a cell's
+  3×3×3 block are gathered once into SoA buffers, and every point of the cell computes all its
+  candidate distances in one vectorisable loop, compacts those under a bound (the previous point's
+  ``k``-th distance plus the distance between the two points -- a proven upper bound), and keeps
+  the ``k`` best in a sorted array of 64-bit (distance bits, index) keys. A point whose ``k``-th
+  distance is not proven inside the block scans the rest of the 5×5×5 block (gathered lazily, once
+  per cell), then grows ring by ring until it is, or the block covers the threshold radius. So
   the neighbours within the threshold are *exact* (not an approximation); only the order among
   equal distances may differ from a KD-tree. If no C compiler is available (or
-  ``SUNDAE_NO_CKERNEL=1``) it falls back to :func:`spectral_scores_reference`.
+  ``SUNDAE_NO_CKERNEL=1``) it falls back to :func:`spectral_scores_reference`
+  (``SUNDAE_KNN_OLD=1`` selects the previous per-point C search, for comparisons).
 * :func:`spectral_scores_reference` -- plain :class:`scipy.spatial.cKDTree` query, used by the
   tests as ground truth and as the fallback.
 
-:func:`knn_graph` returns the neighbour lists themselves (for tests and inspection).
+:func:`knn_graph` returns the neighbour lists themselves (for tests and inspection);
+:func:`nearest_points` is the exact nearest-centre query (merge's nearest-survivor assignment).
+The same compiled library also holds the merge / collapse helpers used by :mod:`.moments` and
+:mod:`.collapse` (covariances, group sums, 3×3 eigen-decompositions, edge costs, greedy matching).
+``SUNDAE_CFLAGS_EXTRA`` adds compiler flags (part of the cache key).
 """
 
 from __future__ import annotations
@@ -60,6 +70,9 @@ __all__ = [
 DEFAULT_K = 16
 #: Default threshold = THRESHOLD_FACTOR × (lower) median k-th neighbour distance.
 THRESHOLD_FACTOR = 5.0
+#: Grid cell size of the C kernel relative to the estimated median k-th neighbour distance
+#: (4.9 M centres, CPU seconds of the neighbour search per 1 M points: 1.0 -> 1.13, 2.0 -> 0.85).
+CELL_FACTOR = float(os.environ.get("SUNDAE_CELL_FACTOR", "2.0"))
 
 
 @dataclass
@@ -195,7 +208,8 @@ int64_t grid_build(const float *pts, int64_t n, const double *lo, double inv_s, 
                    int nbits, int32_t *perm, float *spts, int64_t *cell_keys, int64_t *cell_start) {
     uint64_t *ka = malloc(sizeof(uint64_t) * n), *kb = malloc(sizeof(uint64_t) * n);
     int32_t *ib = malloc(sizeof(int32_t) * n);
-    const int D = 11, B = 1 << D;
+    /* as few passes as possible with digits of <= 14 bits (a 128 KiB histogram) */
+    const int npass = (nbits + 13) / 14, D = npass ? (nbits + npass - 1) / npass : 1, B = 1 << D;
     int64_t *hist = malloc(sizeof(int64_t) * B);
     if (!ka || !kb || !ib || !hist) { free(ka); free(kb); free(ib); free(hist); return -1; }
     int64_t c[3];
@@ -413,6 +427,166 @@ void knn_cells(const float *pts, const int64_t *keys, const int64_t *start, int6
     }
 }
 
+
+/* ---- cell-batched kNN: the candidates of a cell's 3x3x3 (then 5x5x5) block are gathered once
+   into SoA buffers; every point of the cell computes all its distances in one vectorisable loop
+   and keeps the k best (insertion with an early bound). ---- */
+typedef struct { float *x, *y, *z, *d; int32_t *j, *sel; int64_t n, cap; } buf_t;
+#define NPREV 6
+
+static int buf_reserve(buf_t *b, int64_t need) {
+    if (need <= b->cap) return 1;
+    int64_t c = b->cap ? b->cap : 256;
+    while (c < need) c *= 2;
+    float *x = realloc(b->x, sizeof(float) * c); if (x) b->x = x;
+    float *y = realloc(b->y, sizeof(float) * c); if (y) b->y = y;
+    float *z = realloc(b->z, sizeof(float) * c); if (z) b->z = z;
+    float *d = realloc(b->d, sizeof(float) * c); if (d) b->d = d;
+    int32_t *j = realloc(b->j, sizeof(int32_t) * c); if (j) b->j = j;
+    int32_t *sl = realloc(b->sel, sizeof(int32_t) * c); if (sl) b->sel = sl;
+    if (!x || !y || !z || !d || !j || !sl) return 0;
+    b->cap = c;
+    return 1;
+}
+
+static int buf_add(buf_t *b, const float *pts, int64_t a, int64_t e) {
+    if (!buf_reserve(b, b->n + (e - a))) return 0;
+    for (int64_t j = a; j < e; j++) {
+        b->x[b->n] = pts[3 * j]; b->y[b->n] = pts[3 * j + 1]; b->z[b->n] = pts[3 * j + 2];
+        b->j[b->n] = (int32_t)j; b->n++;
+    }
+    return 1;
+}
+
+/* `pre` is an upper bound on the k-th distance known in advance (INFINITY if none): candidates
+   beyond it are skipped without touching the list. */
+static inline void buf_scan(buf_t *b, int64_t i, float px, float py, float pz, float *bd, int32_t *bi,
+                            int *cnt, int k, float pre) {
+    const int64_t n = b->n;
+    const float *X = b->x, *Y = b->y, *Z = b->z;
+    float *D = b->d;
+    for (int64_t t = 0; t < n; t++) {
+        float dx = px - X[t], dy = py - Y[t], dz = pz - Z[t];
+        D[t] = dx * dx + dy * dy + dz * dz;
+    }
+    int c = *cnt;
+    float bound = c < k ? pre : (bd[k - 1] < pre ? bd[k - 1] : pre);
+    /* branch-free compaction of the candidates within the bound, then the (short) insertion pass */
+    int32_t *S = b->sel;
+    int64_t ms = 0;
+    for (int64_t t = 0; t < n; t++) { S[ms] = (int32_t)t; ms += D[t] <= bound; }
+    /* the list as 64-bit keys (distance bits, index): squared distances are >= 0, so their IEEE
+       bits order like the values and one integer compare orders (d, j) lexicographically */
+    uint64_t K[256];
+    for (int t = 0; t < c; t++) { uint32_t u; memcpy(&u, &bd[t], 4); K[t] = ((uint64_t)u << 32) | (uint32_t)bi[t]; }
+    uint64_t kb = UINT64_MAX;
+    if (c == k) kb = K[k - 1];
+    { uint32_t u; memcpy(&u, &bound, 4); uint64_t pb = ((uint64_t)u << 32) | 0xffffffffu;
+      if (bound != INFINITY && pb < kb) kb = pb; }
+    for (int64_t q = 0; q < ms; q++) {
+        int64_t t = S[q];
+        uint32_t u; memcpy(&u, &D[t], 4);
+        uint64_t key = ((uint64_t)u << 32) | (uint32_t)b->j[t];
+        if (key >= kb || b->j[t] == (int32_t)i) continue;
+        int pos = c < k ? c : k - 1;
+        while (pos > 0 && K[pos - 1] > key) { K[pos] = K[pos - 1]; pos--; }
+        K[pos] = key;
+        if (c < k) c++;
+        if (c == k && K[k - 1] < kb) kb = K[k - 1];
+    }
+    for (int t = 0; t < c; t++) { uint32_t u = (uint32_t)(K[t] >> 32); memcpy(&bd[t], &u, 4); bi[t] = (int32_t)(K[t] & 0xffffffffu); }
+    *cnt = c;
+}
+
+int knn_cells2(const float *pts, const int64_t *keys, const int64_t *start, int64_t m,
+               const int64_t *dims, const double *lo, double s, int k, double cap,
+               int64_t m0, int64_t m1, int32_t *nbr, float *d2, int8_t *ok) {
+    grid_t G = {pts, keys, start, m, dims, lo, s, k};
+    const grid_t *g = &G;
+    float bd[256]; int32_t bi[256];
+    int64_t cur[25], ca[25], cb[25], rbase[25];
+    buf_t B1 = {0}, B2 = {0};
+    int first = 1, okmem = 1, nprev = 0, hpos = 0;
+    double hk[NPREV], hx[NPREV], hy[NPREV], hz[NPREV];
+    for (int64_t cm = m0; cm < m1 && okmem; cm++) {
+        int64_t key = keys[cm], c[3];
+        c[0] = key % dims[0]; c[1] = (key / dims[0]) % dims[1]; c[2] = key / (dims[0] * dims[1]);
+        int64_t x0 = c[0] > 1 ? c[0] - 2 : 0, x1 = c[0] + 2 < dims[0] ? c[0] + 2 : dims[0] - 1;
+        for (int r = 0; r < 25; r++) {
+            int64_t y = c[1] + r % 5 - 2, z = c[2] + r / 5 - 2;
+            int64_t base = (z * dims[1] + y) * dims[0];
+            if (first) cur[r] = lower_bound(keys, 0, m, base + x0);
+            while (cur[r] < m && keys[cur[r]] < base + x0) cur[r]++;
+            int64_t e = cur[r];
+            while (e < m && keys[e] <= base + x1) e++;
+            rbase[r] = base;
+            if (y < 0 || z < 0 || y >= dims[1] || z >= dims[2]) { ca[r] = cb[r] = 0; continue; }
+            ca[r] = cur[r]; cb[r] = e;
+        }
+        first = 0;
+        /* 3x3x3 block, own cell first (a good bound early) */
+        B1.n = 0;
+        okmem &= buf_add(&B1, pts, start[cm], start[cm + 1]);
+        for (int r = 0; r < 25; r++) {
+            int dy = r % 5 - 2, dz = r / 5 - 2;
+            if (dy < -1 || dy > 1 || dz < -1 || dz > 1) continue;
+            for (int64_t cc = ca[r]; cc < cb[r]; cc++) {
+                int64_t dx = keys[cc] - rbase[r] - c[0];
+                if (dx < -1 || dx > 1 || cc == cm) continue;
+                okmem &= buf_add(&B1, pts, start[cc], start[cc + 1]);
+            }
+        }
+        int shell_built = 0;
+        for (int64_t i = start[cm]; i < start[cm + 1] && okmem; i++) {
+            int cnt = 0, good = 1;
+            const float px = pts[3 * i], py = pts[3 * i + 1], pz = pts[3 * i + 2];
+            /* |x_i - x_p| + (k-th distance found for the previous point p) bounds the k-th
+               distance of i (p's k points, plus p itself, lie in that ball); rounding-padded */
+            float pre = INFINITY;
+            {
+                double rbest = INFINITY;
+                for (int h = 0; h < nprev; h++) {
+                    double ex = (double)px - hx[h], ey = (double)py - hy[h], ez = (double)pz - hz[h];
+                    double r = hk[h] + sqrt(ex * ex + ey * ey + ez * ez);
+                    if (r < rbest) rbest = r;
+                }
+                double bb = rbest * rbest * (1.0 + 1e-5) + 1e-37;
+                if (bb < 3e38) pre = (float)bb;
+            }
+            buf_scan(&B1, i, px, py, pz, bd, bi, &cnt, k, pre);
+            if (cnt < k && pre != INFINITY) { cnt = 0; buf_scan(&B1, i, px, py, pz, bd, bi, &cnt, k, INFINITY); }
+            double mg = margin(g, i, c, 1);
+            if (!((cnt == k && (double)bd[k - 1] <= mg * mg) || mg >= cap)) {
+                if (!shell_built) {
+                    B2.n = 0;
+                    for (int r = 0; r < 25; r++) {
+                        int dy = r % 5 - 2, dz = r / 5 - 2;
+                        int inner = dy >= -1 && dy <= 1 && dz >= -1 && dz <= 1;
+                        for (int64_t cc = ca[r]; cc < cb[r]; cc++) {
+                            int64_t dx = keys[cc] - rbase[r] - c[0];
+                            if (inner && dx >= -1 && dx <= 1) continue;
+                            okmem &= buf_add(&B2, pts, start[cc], start[cc + 1]);
+                        }
+                    }
+                    shell_built = 1;
+                }
+                buf_scan(&B2, i, px, py, pz, bd, bi, &cnt, k, INFINITY);
+                good = grow(g, i, c, 2, cap, bd, bi, &cnt);
+            }
+            if (cnt == k && isfinite(bd[k - 1])) {  /* remember the last NPREV points' k-th distances */
+                hk[hpos] = sqrt((double)bd[k - 1]); hx[hpos] = px; hy[hpos] = py; hz[hpos] = pz;
+                hpos = (hpos + 1) % NPREV;
+                if (nprev < NPREV) nprev++;
+            }
+            finish(g, i, bd, bi, cnt, nbr, d2);
+            ok[i] = (int8_t)good;
+        }
+    }
+    free(B1.x); free(B1.y); free(B1.z); free(B1.d); free(B1.j); free(B1.sel);
+    free(B2.x); free(B2.y); free(B2.z); free(B2.d); free(B2.j); free(B2.sel);
+    return okmem ? 0 : -1;
+}
+
 /* Search the listed points (sorted positions) exactly up to `cap`; row w of the outputs is for
    which[w]; ok[w] = 0 where the ring limit stopped the search. */
 void knn_points(const float *pts, const int64_t *keys, const int64_t *start, int64_t m,
@@ -469,6 +643,349 @@ void laplace_scores(const float *pts, int32_t *nbr, float *d2, int64_t a, int64_
         score[i] = (float)sqrt(hx * hx + hy * hy + hz * hz);
     }
 }
+
+/* per-axis min and max of points [a, b): out = (min x, min y, min z, max x, max y, max z) */
+void minmax3(const float *pts, int64_t a, int64_t b, float *out) {
+    float lo0 = INFINITY, lo1 = INFINITY, lo2 = INFINITY, hi0 = -INFINITY, hi1 = -INFINITY, hi2 = -INFINITY;
+    for (int64_t i = a; i < b; i++) {
+        float x = pts[3 * i], y = pts[3 * i + 1], z = pts[3 * i + 2];
+        lo0 = x < lo0 ? x : lo0; lo1 = y < lo1 ? y : lo1; lo2 = z < lo2 ? z : lo2;
+        hi0 = x > hi0 ? x : hi0; hi1 = y > hi1 ? y : hi1; hi2 = z > hi2 ? z : hi2;
+    }
+    out[0] = lo0; out[1] = lo1; out[2] = lo2; out[3] = hi0; out[4] = hi1; out[5] = hi2;
+}
+
+/* ---------------- merge / collapse helpers ---------------- */
+static int nn_one(const float *pts, const int64_t *keys, const int64_t *start, int64_t m,
+                  const int64_t *dims, const double *lo, double s, const float *p, float *best_io,
+                  int32_t *bj_io);
+
+/* nearest grid point (k = 1, ties by sorted position) to each external query point q[w];
+   out[w] = sorted position or -1 when the ring limit stopped the search (retried elsewhere). */
+void nn_query(const float *pts, const int64_t *keys, const int64_t *start, int64_t m,
+              const int64_t *dims, const double *lo, double s, const float *q, int64_t nq,
+              int32_t *out, float *outd) {
+    for (int64_t w = 0; w < nq; w++) {
+        float best = INFINITY; int32_t bj = -1;
+        int done = nn_one(pts, keys, start, m, dims, lo, s, q + 3 * w, &best, &bj);
+        out[w] = done ? bj : -1;
+        outd[w] = best;
+    }
+}
+
+/* one query of nn_query: ring search from the query's cell, starting from the best (best, bj)
+   found so far; returns 0 if the ring limit stopped it */
+static int nn_one(const float *pts, const int64_t *keys, const int64_t *start, int64_t m,
+                  const int64_t *dims, const double *lo, double s, const float *p, float *best_io,
+                  int32_t *bj_io) {
+    {
+        const float px = p[0], py = p[1], pz = p[2];
+        double inv_s = 1.0 / s;
+        int64_t c[3];
+        cell_of(p, lo, inv_s, dims, c);
+        float best = *best_io; int32_t bj = *bj_io;
+        int done = 0;
+        for (int64_t R = 0; R <= 8 && !done; R++) {
+            for (int64_t dz = -R; dz <= R; dz++) {
+                int64_t z = c[2] + dz;
+                if (z < 0 || z >= dims[2]) continue;
+                double tz = 0, zl = lo[2] + (double)z * s;
+                if (pz < zl) tz = zl - pz; else if (pz > zl + s) tz = pz - zl - s;
+                tz *= (1.0 - 1e-6);
+                for (int64_t dy = -R; dy <= R; dy++) {
+                    int64_t y = c[1] + dy;
+                    if (y < 0 || y >= dims[1]) continue;
+                    double ty = 0, yl = lo[1] + (double)y * s;
+                    if (py < yl) ty = yl - py; else if (py > yl + s) ty = py - yl - s;
+                    ty *= (1.0 - 1e-6);
+                    double gyz = tz * tz + ty * ty;
+                    if (gyz > (double)best) continue;
+                    int shell = (dz == -R || dz == R || dy == -R || dy == R);
+                    int64_t xs[2] = {c[0] - R, c[0] + R};
+                    int nseg = shell ? 1 : (R == 0 ? 1 : 2);
+                    for (int sg = 0; sg < nseg; sg++) {
+                        int64_t x0 = shell ? c[0] - R : xs[sg], x1 = shell ? c[0] + R : xs[sg];
+                        if (x0 < 0) x0 = 0;
+                        if (x1 > dims[0] - 1) x1 = dims[0] - 1;
+                        if (x0 > x1) continue;
+                        int64_t base = (z * dims[1] + y) * dims[0];
+                        int64_t c0 = lower_bound(keys, 0, m, base + x0);
+                        for (int64_t cc = c0; cc < m && keys[cc] <= base + x1; cc++) {
+                            int64_t x = keys[cc] - base;
+                            double tx = 0, xl = lo[0] + (double)x * s;
+                            if (px < xl) tx = xl - px; else if (px > xl + s) tx = px - xl - s;
+                            tx *= (1.0 - 1e-6);
+                            if (gyz + tx * tx > (double)best) continue;
+                            for (int64_t j = start[cc]; j < start[cc + 1]; j++) {
+                                const float *r = pts + 3 * j;
+                                float ex = px - r[0], ey = py - r[1], ez = pz - r[2];
+                                float d = ex * ex + ey * ey + ez * ez;
+                                if (d < best || (d == best && (int32_t)j < bj)) { best = d; bj = (int32_t)j; }
+                            }
+                        }
+                    }
+                }
+            }
+            /* margin of the block of radius R */
+            double mg = INFINITY;
+            for (int a = 0; a < 3; a++) {
+                double pa = p[a];
+                if (c[a] - R > 0) { double t = pa - (lo[a] + (double)(c[a] - R) * s); if (t < mg) mg = t; }
+                if (c[a] + R < dims[a] - 1) { double t = lo[a] + (double)(c[a] + R + 1) * s - pa; if (t < mg) mg = t; }
+            }
+            mg = mg * (1.0 - 1e-6) - 1e-30;
+            if (mg == INFINITY || (bj >= 0 && (double)best <= mg * mg && mg > 0)) done = 1;
+        }
+        *best_io = best; *bj_io = bj;
+        return done;
+    }
+}
+
+/* nn_query for queries sorted by cell of the same grid: the 3x3x3 block of a cell is gathered
+   once (SoA) for all its queries; queries whose nearest point is not proven inside the block
+   continue with the ring search of nn_one. */
+int nn_query_sorted(const float *pts, const int64_t *keys, const int64_t *start, int64_t m,
+                    const int64_t *dims, const double *lo, double s, const float *q, int64_t nq,
+                    int32_t *out, float *outd) {
+    buf_t B = {0};
+    int64_t curkey = -1, c[3] = {0, 0, 0};
+    double inv_s = 1.0 / s;
+    int okmem = 1;
+    for (int64_t w = 0; w < nq && okmem; w++) {
+        const float *p = q + 3 * w;
+        int64_t cq[3];
+        int64_t key = cell_of(p, lo, inv_s, dims, cq);
+        if (key != curkey) {
+            curkey = key; c[0] = cq[0]; c[1] = cq[1]; c[2] = cq[2];
+            B.n = 0;
+            for (int64_t dz = -1; dz <= 1; dz++)
+                for (int64_t dy = -1; dy <= 1; dy++) {
+                    int64_t y = c[1] + dy, z = c[2] + dz;
+                    if (y < 0 || z < 0 || y >= dims[1] || z >= dims[2]) continue;
+                    int64_t x0 = c[0] > 0 ? c[0] - 1 : 0, x1 = c[0] + 1 < dims[0] ? c[0] + 1 : dims[0] - 1;
+                    int64_t base = (z * dims[1] + y) * dims[0];
+                    int64_t c0 = lower_bound(keys, 0, m, base + x0);
+                    int64_t c1 = c0;
+                    while (c1 < m && keys[c1] <= base + x1) c1++;
+                    if (c1 > c0) okmem &= buf_add(&B, pts, start[c0], start[c1]);
+                }
+        }
+        const float px = p[0], py = p[1], pz = p[2];
+        float best = INFINITY; int32_t bj = -1;
+        for (int64_t t = 0; t < B.n; t++) {
+            float dx = px - B.x[t], dy = py - B.y[t], dz = pz - B.z[t];
+            B.d[t] = dx * dx + dy * dy + dz * dz;
+        }
+        for (int64_t t = 0; t < B.n; t++) {
+            float d = B.d[t];
+            if (d < best || (d == best && B.j[t] < bj)) { best = d; bj = B.j[t]; }
+        }
+        /* margin of the 3x3x3 block */
+        double mg = INFINITY;
+        for (int a = 0; a < 3; a++) {
+            double pa = p[a];
+            if (c[a] - 1 > 0) { double t = pa - (lo[a] + (double)(c[a] - 1) * s); if (t < mg) mg = t; }
+            if (c[a] + 1 < dims[a] - 1) { double t = lo[a] + (double)(c[a] + 2) * s - pa; if (t < mg) mg = t; }
+        }
+        mg = mg * (1.0 - 1e-6) - 1e-30;
+        int done = mg == INFINITY || (bj >= 0 && mg > 0 && (double)best <= mg * mg);
+        if (!done) done = nn_one(pts, keys, start, m, dims, lo, s, p, &best, &bj);
+        out[w] = done ? bj : -1;
+        outd[w] = best;
+    }
+    free(B.x); free(B.y); free(B.z); free(B.d); free(B.j); free(B.sel);
+    return okmem ? 0 : -1;
+}
+
+/* rows [a, b): 6 covariance entries R diag(exp(2 s)) R^T from wxyz quaternions and log-scales */
+void cov6_rows(const float *quats, const float *scales, int64_t a, int64_t b, double *out) {
+    for (int64_t i = a; i < b; i++) {
+        double w = quats[4 * i], x = quats[4 * i + 1], y = quats[4 * i + 2], z = quats[4 * i + 3];
+        double nn = sqrt(w * w + x * x + y * y + z * z);
+        if (nn < 1e-12) nn = 1e-12;
+        w /= nn; x /= nn; y /= nn; z /= nn;
+        double r[3][3] = {
+            {1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)},
+            {2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)},
+            {2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)}};
+        double v[3];
+        for (int t = 0; t < 3; t++) v[t] = exp(2.0 * (double)scales[3 * i + t]);
+        static const int I[6] = {0, 0, 0, 1, 1, 2}, J[6] = {0, 1, 2, 1, 2, 2};
+        for (int c = 0; c < 6; c++) {
+            const double *ri = r[I[c]], *rj = r[J[c]];
+            out[6 * i + c] = ri[0] * rj[0] * v[0] + ri[1] * rj[1] * v[1] + ri[2] * rj[2] * v[2];
+        }
+    }
+}
+
+/* acc[g] += (w, w d, w (cov6 + d d^T)) with d = mean - anchor[g]; acc is (M, 10) */
+void group_accum(const int64_t *group, int64_t n, const double *w, const float *means, const double *cov6,
+                 const double *anchor, double *acc) {
+    static const int I[6] = {0, 0, 0, 1, 1, 2}, J[6] = {0, 1, 2, 1, 2, 2};
+    for (int64_t i = 0; i < n; i++) {
+        int64_t g = group[i];
+        double wi = w[i], d[3];
+        for (int a = 0; a < 3; a++) d[a] = (double)means[3 * i + a] - anchor[3 * g + a];
+        double *o = acc + 10 * g;
+        o[0] += wi;
+        o[1] += wi * d[0]; o[2] += wi * d[1]; o[3] += wi * d[2];
+        for (int c = 0; c < 6; c++) o[4 + c] += wi * (cov6[6 * i + c] + d[I[c]] * d[J[c]]);
+    }
+}
+
+/* symmetric 3x3 eigen-decomposition (cyclic Jacobi) of rows [a, b) of cov6: ascending eigenvalues
+   val (M, 3) and eigenvectors as columns of vec (M, 3, 3), like numpy.linalg.eigh */
+void eig3_rows(const double *cov6, int64_t a, int64_t b, double *val, double *vec) {
+    for (int64_t r = a; r < b; r++) {
+        const double *c = cov6 + 6 * r;
+        double A[3][3] = {{c[0], c[1], c[2]}, {c[1], c[3], c[4]}, {c[2], c[4], c[5]}};
+        for (int i = 0; i < 3; i++) for (int j = 0; j < 3; j++) if (!isfinite(A[i][j])) A[i][j] = 0.0;
+        double V[3][3] = {{1, 0, 0}, {0, 1, 0}, {0, 0, 1}};
+        for (int sweep = 0; sweep < 60; sweep++) {
+            double off = A[0][1] * A[0][1] + A[0][2] * A[0][2] + A[1][2] * A[1][2];
+            double dia = A[0][0] * A[0][0] + A[1][1] * A[1][1] + A[2][2] * A[2][2];
+            if (off == 0.0 || off <= 1e-36 * dia) break;
+            for (int p = 0; p < 2; p++)
+                for (int q = p + 1; q < 3; q++) {
+                    double apq = A[p][q];
+                    if (apq == 0.0) continue;
+                    double theta = (A[q][q] - A[p][p]) / (2.0 * apq);
+                    double t = (theta >= 0 ? 1.0 : -1.0) / (fabs(theta) + sqrt(theta * theta + 1.0));
+                    if (!isfinite(theta) || fabs(theta) > 1e150) t = 0.5 / theta;
+                    double cs = 1.0 / sqrt(t * t + 1.0), sn = t * cs;
+                    for (int k = 0; k < 3; k++) {  /* A = A J */
+                        double akp = A[k][p], akq = A[k][q];
+                        A[k][p] = cs * akp - sn * akq; A[k][q] = sn * akp + cs * akq;
+                    }
+                    for (int k = 0; k < 3; k++) {  /* A = J^T A */
+                        double apk = A[p][k], aqk = A[q][k];
+                        A[p][k] = cs * apk - sn * aqk; A[q][k] = sn * apk + cs * aqk;
+                    }
+                    A[p][q] = A[q][p] = 0.0;
+                    for (int k = 0; k < 3; k++) {
+                        double vkp = V[k][p], vkq = V[k][q];
+                        V[k][p] = cs * vkp - sn * vkq; V[k][q] = sn * vkp + cs * vkq;
+                    }
+                }
+        }
+        double e[3] = {A[0][0], A[1][1], A[2][2]};
+        int o[3] = {0, 1, 2};
+        for (int i = 0; i < 3; i++) for (int j = i + 1; j < 3; j++) if (e[o[j]] < e[o[i]]) { int t = o[i]; o[i] = o[j]; o[j] = t; }
+        for (int i = 0; i < 3; i++) {
+            val[3 * r + i] = e[o[i]];
+            for (int k = 0; k < 3; k++) vec[9 * r + 3 * k + i] = V[k][o[i]];
+        }
+    }
+}
+
+/* collapse edge cost of edges [a, b) (see collapse.py) */
+void edge_cost_rows(const int64_t *u, const int64_t *v, int64_t a, int64_t b, const float *means,
+                    const double *cov6, const double *w, const double *logdet, const float *app, int napp,
+                    double lam, double eps, double *out) {
+    for (int64_t e = a; e < b; e++) {
+        int64_t i = u[e], j = v[e];
+        double wi = w[i], wj = w[j], den = wi + wj;
+        if (den < 1e-300) den = 1e-300;
+        double p = wi / den;
+        if (!(p >= 1e-9)) p = 1e-9;   /* also NaN -> 1e-9 like np.clip? np.clip keeps NaN */
+        if (p > 1 - 1e-9) p = 1 - 1e-9;
+        if (wi / den != wi / den) p = wi / den;
+        double q = 1.0 - p, pq = p * q;
+        double d0 = (double)means[3 * i] - (double)means[3 * j];
+        double d1 = (double)means[3 * i + 1] - (double)means[3 * j + 1];
+        double d2 = (double)means[3 * i + 2] - (double)means[3 * j + 2];
+        const double *ci = cov6 + 6 * i, *cj = cov6 + 6 * j;
+        double xx = p * ci[0] + q * cj[0] + pq * d0 * d0 + eps;
+        double xy = p * ci[1] + q * cj[1] + pq * d0 * d1;
+        double xz = p * ci[2] + q * cj[2] + pq * d0 * d2;
+        double yy = p * ci[3] + q * cj[3] + pq * d1 * d1 + eps;
+        double yz = p * ci[4] + q * cj[4] + pq * d1 * d2;
+        double zz = p * ci[5] + q * cj[5] + pq * d2 * d2 + eps;
+        double det = xx * (yy * zz - yz * yz) - xy * (xy * zz - yz * xz) + xz * (xy * yz - yy * xz);
+        double ld = log(det > 1e-300 ? det : 1e-300);
+        if (det != det) ld = det;
+        double geo = 0.5 * (ld - p * logdet[i] - q * logdet[j]);
+        if (lam > 0 && app) {
+            const float *ai = app + (int64_t)napp * i, *aj = app + (int64_t)napp * j;
+            double acc = 0;
+            for (int c = 0; c < napp; c++) { double t = (double)ai[c] - (double)aj[c]; acc += t * t; }
+            geo += lam * acc;
+        }
+        out[e] = geo;
+    }
+}
+
+/* undirected edges (u < v) of a directed kNN graph (n, k), each once, in row order; returns the
+   count written to u, v (sized n * k) */
+int64_t knn_edges(const int64_t *nbr, int64_t n, int k, int64_t *u, int64_t *v) {
+    int64_t e = 0;
+    for (int64_t i = 0; i < n; i++)
+        for (int t = 0; t < k; t++) {
+            int64_t j = nbr[i * k + t];
+            if (j < 0 || j == i) continue;
+            if (j < i) {  /* listed by j as well? then that copy (j -> i) is the one kept */
+                int dup = 0;
+                for (int r = 0; r < k; r++) if (nbr[j * k + r] == i) { dup = 1; break; }
+                if (dup) continue;
+                u[e] = j; v[e] = i;
+            } else { u[e] = i; v[e] = j; }
+            e++;
+        }
+    return e;
+}
+
+/* stable argsort of n doubles (no NaN) by an LSD radix sort on order-preserving 64-bit keys
+   (same order as numpy's stable argsort); returns 0, or -1 when out of memory */
+int argsort_f64(const double *x, int64_t n, int64_t *order) {
+    uint64_t *ka = malloc(sizeof(uint64_t) * (n ? n : 1)), *kb = malloc(sizeof(uint64_t) * (n ? n : 1));
+    int64_t *ob = malloc(sizeof(int64_t) * (n ? n : 1));
+    const int D = 11, B = 1 << D;
+    int64_t *hist = malloc(sizeof(int64_t) * B);
+    if (!ka || !kb || !ob || !hist) { free(ka); free(kb); free(ob); free(hist); return -1; }
+    uint64_t lo = UINT64_MAX, hi = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double v = x[i] == 0.0 ? 0.0 : x[i];  /* -0.0 == 0.0 */
+        uint64_t u; memcpy(&u, &v, 8);
+        u = (u >> 63) ? ~u : (u | 0x8000000000000000ull);
+        ka[i] = u; order[i] = i;
+        if (u < lo) lo = u;
+        if (u > hi) hi = u;
+    }
+    uint64_t span = n ? hi ^ lo : 0;
+    int nbits = 0;
+    while (nbits < 64 && (span >> nbits)) nbits++;
+    uint64_t *ks = ka, *kd = kb; int64_t *is = order, *id = ob;
+    for (int shift = 0; shift < nbits; shift += D) {
+        memset(hist, 0, sizeof(int64_t) * B);
+        for (int64_t i = 0; i < n; i++) hist[(ks[i] >> shift) & (B - 1)]++;
+        int64_t acc = 0;
+        for (int b = 0; b < B; b++) { int64_t t = hist[b]; hist[b] = acc; acc += t; }
+        for (int64_t i = 0; i < n; i++) {
+            int64_t o = hist[(ks[i] >> shift) & (B - 1)]++;
+            kd[o] = ks[i]; id[o] = is[i];
+        }
+        uint64_t *t1 = ks; ks = kd; kd = t1; int64_t *t2 = is; is = id; id = t2;
+    }
+    if (is != order) memcpy(order, is, sizeof(int64_t) * n);
+    free(ka); free(kb); free(ob); free(hist);
+    return 0;
+}
+
+/* greedy cheapest-first matching over edges given in cost order; returns the number chosen */
+int64_t greedy_match(const int64_t *u, const int64_t *v, const int64_t *order, int64_t ne, int64_t n,
+                     int64_t max_pairs, int64_t *chosen) {
+    uint8_t *used = calloc(n > 0 ? n : 1, 1);
+    if (!used) return -1;
+    int64_t c = 0;
+    for (int64_t r = 0; r < ne && c < max_pairs; r++) {
+        int64_t e = order[r], a = u[e], b = v[e];
+        if (a == b || used[a] || used[b]) continue;
+        used[a] = used[b] = 1;
+        chosen[c++] = e;
+    }
+    free(used);
+    return c;
+}
 """
 
 _LIB = None
@@ -503,7 +1020,7 @@ def _compile_and_load():
     import platform
 
     cc = os.environ.get("CC", "cc")
-    flags = ["-O3", "-fPIC", "-shared", "-std=c99"]
+    flags = ["-O3", "-fPIC", "-shared", "-std=c99"] + os.environ.get("SUNDAE_CFLAGS_EXTRA", "").split()
     tag = hashlib.sha256((_C_SOURCE + " ".join(flags) + cc + platform.machine() + sys.platform)
                          .encode()).hexdigest()[:16]
     d = _cache_dir()
@@ -524,12 +1041,34 @@ def _compile_and_load():
     lib.grid_build.argtypes = [P, i64, P, f64, P, cint, P, P, P, P]
     lib.knn_cells.restype = None
     lib.knn_cells.argtypes = [P, P, P, i64, P, P, f64, cint, f64, i64, i64, P, P, P]
+    lib.knn_cells2.restype = cint
+    lib.knn_cells2.argtypes = [P, P, P, i64, P, P, f64, cint, f64, i64, i64, P, P, P]
     lib.knn_points.restype = None
     lib.knn_points.argtypes = [P, P, P, i64, P, P, f64, cint, f64, P, i64, P, P, P]
     lib.edge_stats.restype = None
     lib.edge_stats.argtypes = [P, i64, i64, cint, f64, P]
     lib.laplace_scores.restype = None
     lib.laplace_scores.argtypes = [P, P, P, i64, i64, cint, f64, f64, P]
+    lib.nn_query_sorted.restype = cint
+    lib.nn_query_sorted.argtypes = [P, P, P, i64, P, P, f64, P, i64, P, P]
+    lib.nn_query.restype = None
+    lib.nn_query.argtypes = [P, P, P, i64, P, P, f64, P, i64, P, P]
+    lib.cov6_rows.restype = None
+    lib.cov6_rows.argtypes = [P, P, i64, i64, P]
+    lib.group_accum.restype = None
+    lib.group_accum.argtypes = [P, i64, P, P, P, P, P]
+    lib.eig3_rows.restype = None
+    lib.eig3_rows.argtypes = [P, i64, i64, P, P]
+    lib.edge_cost_rows.restype = None
+    lib.edge_cost_rows.argtypes = [P, P, i64, i64, P, P, P, P, P, cint, f64, f64, P]
+    lib.minmax3.restype = None
+    lib.minmax3.argtypes = [P, i64, i64, P]
+    lib.argsort_f64.restype = cint
+    lib.argsort_f64.argtypes = [P, i64, P]
+    lib.knn_edges.restype = i64
+    lib.knn_edges.argtypes = [P, i64, cint, P, P]
+    lib.greedy_match.restype = i64
+    lib.greedy_match.argtypes = [P, P, P, i64, i64, i64, P]
     return lib
 
 
@@ -586,12 +1125,20 @@ def _split(total: int, parts: int):
 class _Grid:
     """Points radix-sorted into cubic cells of side ``s`` (built by the C kernel)."""
 
-    def __init__(self, lib, x: np.ndarray, s: float):
+    def __init__(self, lib, x: np.ndarray, s: float, like: "Optional[_Grid]" = None):
         n = len(x)
-        self.lo = x.min(0).astype(np.float64)
-        ext = x.max(0).astype(np.float64) - self.lo
-        self.s = s = max(float(s), float(ext.max()) * 2.0 ** -20, 1e-30)  # <= 2^20 cells per axis
-        self.dims = np.maximum(np.floor(ext / s).astype(np.int64) + 1, 1)
+        if like is not None:  # the cells of another grid (points outside it go to its border cells)
+            self.lo, self.s, self.dims = like.lo, like.s, like.dims
+            s = like.s
+        else:
+            parts = _split(n, 2 * _num_threads())
+            mm = np.empty((max(len(parts), 1), 6), np.float32)
+            _run_parallel(lambda a, b, r: lib.minmax3(_ptr(x), a, b, _ptr(mm[r])),
+                          [(a, b, r) for r, (a, b) in enumerate(parts)])
+            self.lo = mm[:, :3].min(0).astype(np.float64)  # = x.min(0), without numpy's slow axis-0 pass
+            ext = mm[:, 3:].max(0).astype(np.float64) - self.lo
+            self.s = s = max(float(s), float(ext.max()) * 2.0 ** -20, 1e-30)  # <= 2^20 cells per axis
+            self.dims = np.maximum(np.floor(ext / s).astype(np.int64) + 1, 1)
         nbits = int(sum(int(d - 1).bit_length() for d in self.dims)) or 1
         self.perm = np.empty(n, np.int32)
         self.pts = np.empty((n, 3), np.float32)
@@ -639,11 +1186,12 @@ def _knn_graph_fast(lib, x: np.ndarray, k: int, threshold: Optional[float], timi
     """Grid kNN via the C kernel. Returns (nbr, d2, threshold, grid); nbr in sorted positions."""
     n = len(x)
     t0 = time.perf_counter()
-    s = _estimate_kth(x, k)
+    s_est = _estimate_kth(x, k)
     timings["estimate cell size"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    grid = _Grid(lib, x, s)
+    # cells of CELL_FACTOR x the estimate: ~97 % of the points finish inside their 3x3x3 block
+    grid = _Grid(lib, x, s_est * CELL_FACTOR)
     timings["grid sort"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -651,14 +1199,21 @@ def _knn_graph_fast(lib, x: np.ndarray, k: int, threshold: Optional[float], timi
     d2 = np.empty((n, k), np.float32)
     ok = np.empty(n, np.int8)
     # first pass: exact up to ~4/3 of the estimated threshold (or the given threshold)
-    cap = float(threshold) if threshold is not None else THRESHOLD_FACTOR * grid.s * 4.0 / 3.0
+    cap = float(threshold) if threshold is not None else THRESHOLD_FACTOR * max(s_est, grid.s / CELL_FACTOR) * 4.0 / 3.0
     # balance the work by points: split cells where the sorted positions split evenly
     parts = 8 * _num_threads()
     m = grid.m
     cell_edges = np.searchsorted(grid.start[: m + 1], np.linspace(0, n, parts + 1).round().astype(np.int64))
     cell_edges[0], cell_edges[-1] = 0, m
     ranges = [(int(a), int(b)) for a, b in zip(cell_edges[:-1], cell_edges[1:]) if b > a]
-    _run_parallel(lambda a, b: lib.knn_cells(*grid.args(k), cap, a, b, _ptr(nbr), _ptr(d2), _ptr(ok)), ranges)
+    if os.environ.get("SUNDAE_KNN_OLD"):
+        _run_parallel(lambda a, b: lib.knn_cells(*grid.args(k), cap, a, b, _ptr(nbr), _ptr(d2), _ptr(ok)), ranges)
+    else:
+        rc = []
+        _run_parallel(lambda a, b: rc.append(lib.knn_cells2(*grid.args(k), cap, a, b, _ptr(nbr), _ptr(d2),
+                                                            _ptr(ok))), ranges)
+        if min(rc) < 0:
+            raise MemoryError("out of memory in the neighbour search")
     hard = np.flatnonzero(ok == 0)
     if len(hard):
         _search_points(lib, grid, hard, k, cap, nbr, d2)
@@ -754,4 +1309,42 @@ def spectral_scores(means, k: int = DEFAULT_K, threshold: Optional[float] = None
     tm["scores"] = time.perf_counter() - t0
     if timings is not None:
         timings.update(tm)
+    return out
+
+
+def nearest_points(ref, query, timings: Optional[Dict[str, float]] = None) -> np.ndarray:
+    """Index into ``ref`` (int64) of the nearest ``ref`` centre of every ``query`` centre (exact,
+    Euclidean; ties between equidistant centres are broken deterministically). Uses the C grid
+    kernel (cell ≈ the median nearest-neighbour spacing of ``ref``), with a kd-tree for the few
+    queries too far from ``ref`` for the grid's ring limit, or for everything without the kernel."""
+    r = _check_means(ref)
+    q = _check_means(query)
+    out = np.full(len(q), -1, np.int64)
+    if len(q) == 0 or len(r) == 0:
+        return out
+    lib = _load_kernel()
+    left = np.arange(len(q))
+    if lib is not None and len(r) >= 2 and len(r) < 2 ** 31 - 1:
+        # cells of ~the median 4th-neighbour spacing: most queries end inside their 3x3x3 block
+        grid = _Grid(lib, r, _estimate_kth(r, 4))
+        # queries visited in cell order (cache-friendly); sorted with the same kernel
+        qg = _Grid(lib, q, grid.s, like=grid)
+        o = np.empty(len(q), np.int32)
+        od = np.empty(len(q), np.float32)
+        parts = _split(len(q), 8 * _num_threads())
+        rc = []
+        _run_parallel(lambda a, b: rc.append(lib.nn_query_sorted(
+            _ptr(grid.pts), _ptr(grid.keys), _ptr(grid.start), grid.m, _ptr(grid.dims), _ptr(grid.lo), grid.s,
+            _ptr(qg.pts[a:]), b - a, _ptr(o[a:]), _ptr(od[a:]))), parts)
+        if min(rc) < 0:
+            raise MemoryError("out of memory in the nearest-survivor search")
+        good = o >= 0
+        out[qg.perm[good]] = grid.perm[o[good]]
+        left = np.sort(qg.perm[~good]).astype(np.int64)
+        del qg
+    if len(left):
+        from scipy.spatial import cKDTree
+
+        _, idx = cKDTree(r.astype(np.float64)).query(q[left].astype(np.float64), k=1, workers=-1)
+        out[left] = idx
     return out

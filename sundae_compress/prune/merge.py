@@ -9,7 +9,9 @@ Two modes:
 
 ``"assign"``
     every removed Gaussian joins the survivor that is nearest in a scale-aware metric among its
-    ``k`` nearest survivor centres; one moment-matching pass. Fast (one kd-tree query).
+    ``k`` nearest survivor centres; one moment-matching pass. Fast: the default Euclidean metric is
+    one exact nearest-centre query on the C grid kernel (:func:`.graph.nearest_points`), and the
+    moments, covariances and 3×3 eigen-decompositions run in C (:mod:`.moments`).
 ``"collapse"``
     iterative pairwise edge collapse on a kNN graph (:mod:`sundae_compress.prune.collapse`),
     steered by the spectral scores; the selector's choice is not used, only the count.
@@ -141,7 +143,9 @@ def _check_keep(keep, n: int) -> np.ndarray:
         if keep.shape != (n,):
             raise SundaeError(f"keep mask has {keep.shape[0]} entries for {n} Gaussians")
         keep = np.flatnonzero(keep)
-    keep = np.unique(keep.astype(np.int64))
+    keep = keep.astype(np.int64)
+    if len(keep) > 1 and not (keep[1:] > keep[:-1]).all():  # already sorted and unique: no sort
+        keep = np.unique(keep)
     if len(keep) and (keep[0] < 0 or keep[-1] >= n):
         raise SundaeError(f"keep indices out of range for {n} Gaussians")
     return keep
@@ -166,6 +170,12 @@ def assign_to_survivors(gs: GaussianSet, keep: np.ndarray, *, k: int = 8, metric
     slot[keep] = np.arange(len(keep))
     removed = np.flatnonzero(slot < 0)
     if len(removed) == 0 or len(keep) == 0:
+        return slot
+    if metric == "euclid" and max_dist is None:
+        # nearest survivor centre: the C grid kernel (kd-tree fallback inside)
+        from .graph import nearest_points
+
+        slot[removed] = nearest_points(gs.means[keep], gs.means[removed])
         return slot
     k = 1 if metric == "euclid" else max(1, min(k, len(keep)))
     tree = cKDTree(gs.means[keep].astype(np.float64))

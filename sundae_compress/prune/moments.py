@@ -14,6 +14,11 @@ Everything here works on flat arrays so that millions of Gaussians are grouped w
 * :func:`cov6_to_rotation_scales` -- symmetric eigendecomposition back to a right-handed rotation
   (as a unit quaternion) and log-scales, with tiny / negative eigenvalues clamped.
 * :func:`splat_area` -- the footprint proxy (pi x product of the two largest standard deviations).
+
+With the compiled kernel of :mod:`.graph` (the default; ``SUNDAE_NO_CKERNEL=1`` disables it)
+``cov6_from`` and the eigen-decompositions (cyclic Jacobi, same output as ``numpy.linalg.eigh``
+to ~1e-15) run threaded in C and ``group_moments`` accumulates all ten group sums in one C pass;
+the numpy code below is the fallback.
 """
 
 from __future__ import annotations
@@ -34,10 +39,25 @@ MIN_REL_STD = 1e-4
 MIN_ABS_STD = 1e-7
 
 
+def _lib():
+    """The compiled helpers of :mod:`.graph` (None without a C compiler / SUNDAE_NO_CKERNEL)."""
+    from .graph import _load_kernel
+
+    return _load_kernel()
+
+
 def cov6_from(quats: np.ndarray, scales: np.ndarray, chunk: int = 1 << 20) -> np.ndarray:
     """(N, 6) float64 covariances R diag(exp(2 s)) R^T from wxyz quaternions and log-scales."""
     n = len(quats)
     out = np.empty((n, 6), np.float64)
+    lib = _lib()
+    if lib is not None and n:
+        from .graph import _ptr, _run_parallel, _split
+
+        q = np.ascontiguousarray(quats, np.float32)
+        s = np.ascontiguousarray(scales, np.float32)
+        _run_parallel(lambda a, b: lib.cov6_rows(_ptr(q), _ptr(s), a, b, _ptr(out)), _split(n, 8))
+        return out
     for a in range(0, n, chunk):
         b = min(a + chunk, n)
         r = quat_to_rotmat(quats[a:b])
@@ -82,6 +102,21 @@ def group_moments(group: np.ndarray, n_groups: int, w: np.ndarray, means: np.nda
     if empty.any():  # fall back to unit masses inside zero-mass groups
         w = np.where(empty[group], 1.0, w)
         wsum = np.bincount(group, weights=w, minlength=n_groups)
+    lib = _lib()
+    if lib is not None and len(group):
+        from .graph import _ptr
+
+        acc = np.zeros((n_groups, 10))
+        anc = np.ascontiguousarray(anchor, np.float64)
+        lib.group_accum(_ptr(np.ascontiguousarray(group)), len(group), _ptr(np.ascontiguousarray(w)),
+                        _ptr(np.ascontiguousarray(means, np.float32)), _ptr(np.ascontiguousarray(cov6, np.float64)),
+                        _ptr(anc), _ptr(acc))
+        wsum = acc[:, 0]
+        mu_off = acc[:, 1:4] / wsum[:, None]
+        cov = acc[:, 4:] / wsum[:, None]
+        for c, (i, j) in enumerate(COV6):
+            cov[:, c] -= mu_off[:, i] * mu_off[:, j]
+        return wsum, anc + mu_off, cov
     d = means.astype(np.float64) - anchor[group]
     mu_off = np.empty((n_groups, 3))
     for a in range(3):
@@ -105,9 +140,18 @@ def cov6_to_rotation_scales(cov6: np.ndarray, chunk: int = 1 << 19) -> Tuple[np.
     scales = np.empty((m, 3), np.float32)
     for a in range(0, m, chunk):
         b = min(a + chunk, m)
-        mat = cov6_to_mat(cov6[a:b])
-        mat = np.where(np.isfinite(mat), mat, 0.0)
-        val, vec = np.linalg.eigh(mat)
+        lib = _lib()
+        if lib is not None:
+            from .graph import _ptr, _run_parallel, _split
+
+            c6 = np.ascontiguousarray(cov6[a:b], np.float64)
+            val = np.empty((b - a, 3))
+            vec = np.empty((b - a, 3, 3))
+            _run_parallel(lambda p, r: lib.eig3_rows(_ptr(c6), p, r, _ptr(val), _ptr(vec)), _split(b - a, 8))
+        else:
+            mat = cov6_to_mat(cov6[a:b])
+            mat = np.where(np.isfinite(mat), mat, 0.0)
+            val, vec = np.linalg.eigh(mat)
         std = np.sqrt(np.maximum(val, 0.0))
         floor = np.maximum(MIN_ABS_STD, MIN_REL_STD * std[:, 2:3])
         std = np.maximum(std, floor)

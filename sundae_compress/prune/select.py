@@ -69,14 +69,51 @@ def _order(values: np.ndarray) -> np.ndarray:
     return np.argsort(values, kind="stable")
 
 
+def _lowest(values: np.ndarray, m: int) -> np.ndarray:
+    """Indices (unsorted) of the ``m`` first ranks of ``values`` ascending, ties by index -- the
+    same set as ``argsort(values, kind="stable")[:m]`` in O(n) (argpartition + a tie rule)."""
+    n = len(values)
+    if m <= 0:
+        return np.zeros(0, np.int64)
+    if m >= n:
+        return np.arange(n, dtype=np.int64)
+    t = np.partition(values, m - 1)[m - 1]
+    below = np.flatnonzero(values < t)
+    ties = np.flatnonzero(values == t)[: m - len(below)]
+    return np.concatenate([below, ties])
+
+
+def _highest(values: np.ndarray, m: int) -> np.ndarray:
+    """Indices (unsorted) of the ``m`` last ranks of ``values`` ascending, ties by index (i.e.
+    ``argsort(values, kind="stable")[n - m:]``: among equal values the higher indices)."""
+    n = len(values)
+    if m <= 0:
+        return np.zeros(0, np.int64)
+    if m >= n:
+        return np.arange(n, dtype=np.int64)
+    t = np.partition(values, n - m)[n - m]
+    above = np.flatnonzero(values > t)
+    need = m - len(above)
+    ties = np.flatnonzero(values == t)
+    ties = ties[len(ties) - need:] if need > 0 else ties[:0]
+    return np.concatenate([above, ties])
+
+
 def band_stop(scores: np.ndarray, count: int, gamma: float = DEFAULT_GAMMA) -> np.ndarray:
     """Sorted indices of the ``round(γ·count)`` highest scores plus the ``count − round(γ·count)``
-    lowest. Scores are ranked ascending with ties by index; the "highest" are the last ranks."""
-    n = len(scores)
-    order = _order(np.asarray(scores))
+    lowest. Scores are ranked ascending with ties by index; the "highest" are the last ranks.
+
+    O(n): two ``np.partition`` calls and a deterministic tie rule give exactly the sets of the
+    stable argsort (which it falls back to when a score is NaN)."""
+    s = np.asarray(scores)
+    n = len(s)
     n_high = int(round(gamma * count))
     n_low = count - n_high
-    keep = np.concatenate([order[:n_low], order[n - n_high:] if n_high else order[:0]])
+    if np.isnan(s).any():
+        order = _order(s)
+        keep = np.concatenate([order[:n_low], order[n - n_high:] if n_high else order[:0]])
+    else:
+        keep = np.concatenate([_lowest(s, n_low), _highest(s, n_high)])
     return np.sort(keep).astype(np.int64)
 
 
