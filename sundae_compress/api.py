@@ -20,8 +20,22 @@ from .errors import SundaeError
 from .gaussians import GaussianSet
 from .progress import info
 
-#: merge mode used when the caller says "auto": the one that measured best (benchmarks/results/prune_quality.md)
-DEFAULT_MERGE = "assign"
+#: ``merge="auto"``: pairwise edge collapse measured best at 10 % on every shared scene (guitar 33.87 dB
+#: vs 32.88 for spectral selection + assignment; benchmarks/results/prune_quality.md) and stays under
+#: ~30 s up to this many Gaussians (benchmarks/results/merge_speed.md); above it, the faster assignment.
+COLLAPSE_MAX_GAUSSIANS = 5_000_000
+
+
+def resolve_merge(merge, n: int) -> Optional[str]:
+    """``"auto"`` → ``"collapse"`` up to :data:`COLLAPSE_MAX_GAUSSIANS`, else ``"assign"``;
+    None / "none" / False → no merging (selection only)."""
+    if merge == "auto":
+        return "collapse" if n <= COLLAPSE_MAX_GAUSSIANS else "assign"
+    if merge in (None, "none", False):
+        return None
+    if merge not in ("assign", "collapse"):
+        raise SundaeError(f"unknown merge mode {merge!r}; choose assign, collapse or none")
+    return merge
 
 
 @dataclass
@@ -76,17 +90,13 @@ def load_scene(path, *, strict: bool = False, sh_degree: Optional[int] = None) -
 
 def prune_scene(gs: GaussianSet, *, ratio=None, count=None, method="spectral", gamma=0.5,
                 merge: Optional[str] = "auto", seed: int = 0) -> GaussianSet:
-    """Select the budget with ``method`` and (unless ``merge`` is None/"none") fold the rest in."""
-    from .prune.select import resolve_budget, select
+    """Keep exactly the budget: select with ``method`` and fold the rest in (``merge``), or with
+    ``merge="collapse"`` merge pairs until the budget is reached (the selector is then unused)."""
+    from .prune.merge import prune
+    from .prune.select import resolve_budget
 
     budget = resolve_budget(len(gs), ratio=ratio, count=count)
-    keep = select(gs, budget, method=method, gamma=gamma, seed=seed)
-    merge = DEFAULT_MERGE if merge == "auto" else merge
-    if merge in (None, "none", False) or budget == len(gs):
-        return gs.subset(keep)
-    from .prune.merge import merge_into
-
-    return merge_into(gs, keep, mode=merge)
+    return prune(gs, budget, method=method, gamma=gamma, merge=resolve_merge(merge, len(gs)), seed=seed)
 
 
 def compress(input, output=None, *, ratio: Optional[float] = None, count: Optional[int] = None,
@@ -126,8 +136,7 @@ def compress(input, output=None, *, ratio: Optional[float] = None, count: Option
     from .prune.select import resolve_budget
 
     budget = resolve_budget(len(gs), ratio=ratio, count=count)
-    merge_mode = DEFAULT_MERGE if merge == "auto" else merge
-    report.merge = merge_mode if merge_mode not in (None, "none", False) else None
+    report.merge = resolve_merge(merge, len(gs))
     net_bytes = None
     net_meta = None
     if finetune:
@@ -141,7 +150,7 @@ def compress(input, output=None, *, ratio: Optional[float] = None, count: Option
             if found is not None:
                 info(f"using cameras from {found}")
                 cameras = load_cameras(found)
-        pruned = prune_scene(gs, count=budget, method=method, gamma=gamma, merge=merge, seed=seed) \
+        pruned = prune_scene(gs, count=budget, method=method, gamma=gamma, merge=report.merge, seed=seed) \
             if not opts.get("prune_schedule") else gs
         report.stages["prune"] = time.perf_counter() - t
         t = time.perf_counter()
@@ -156,7 +165,7 @@ def compress(input, output=None, *, ratio: Optional[float] = None, count: Option
             net_meta = result.net_meta()
         report.stages["finetune"] = time.perf_counter() - t
     else:
-        kept = prune_scene(gs, count=budget, method=method, gamma=gamma, merge=merge, seed=seed)
+        kept = prune_scene(gs, count=budget, method=method, gamma=gamma, merge=report.merge, seed=seed)
         report.stages["prune"] = time.perf_counter() - t
     report.kept_count = len(kept)
 
@@ -181,6 +190,20 @@ def load_bundle(path):
     from .io.bundle import read_bundle
 
     return read_bundle(path)
+
+
+def load_for_render(path):
+    """A PLY or a ``.sundae`` bundle → ``(GaussianSet, postprocess)``, where ``postprocess`` maps a
+    render to the final RGB through the bundle's compensation net (None when there is none)."""
+    path = Path(path)
+    if not path.exists():
+        raise SundaeError(f"{path}: no such file")
+    if path.suffix.lower() != ".sundae":
+        return load_scene(path), None
+    from .compensate import postprocess_from_bundle
+
+    b = load_bundle(path)
+    return b.gaussians, postprocess_from_bundle(b)
 
 
 def decompress(bundle_path, output, *, overwrite: bool = False) -> GaussianSet:

@@ -242,26 +242,14 @@ def _run_scene(scene: Scene, options: Dict[str, Any], evaluate: bool, quiet: boo
 
 
 def _evaluate(scene: Scene) -> float:
-    from .api import load_bundle, load_scene
+    from .api import load_for_render, load_scene
     from .evaluate import evaluate_and_report
-    from .render.cameras import generate_cameras, load_cameras
+    from .render.cameras import views_for
 
     orig = load_scene(scene.ply)
-    b = load_bundle(scene.output)
-    post = None
-    if b.net is not None:
-        from .compensate import postprocess_from_bundle
-
-        post = postprocess_from_bundle(b)
-    if scene.cameras:
-        from .render.cameras import split_views
-
-        cams = load_cameras(scene.cameras)
-        held = split_views(cams)[1]
-        cams = held or cams
-    else:
-        cams = generate_cameras(orig, n=8, width=320, height=240)
-    return float(evaluate_and_report(orig, b.gaussians, cams, postprocess=post)["psnr"])
+    cand, post = load_for_render(scene.output)
+    cams = views_for(orig, scene.ply, cameras=scene.cameras, held_out=True)
+    return float(evaluate_and_report(orig, cand, cams, postprocess=post)["psnr"])
 
 
 def _memory_available() -> float:

@@ -16,7 +16,7 @@ from pathlib import Path
 import click
 
 from .errors import SundaeError
-from .progress import info, set_quiet
+from .progress import set_quiet
 
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130
@@ -172,39 +172,6 @@ def decompress_main(bundle, output, overwrite):
 # ----------------------------------------------------------------------------------------------
 # sundae-render / sundae-eval
 # ----------------------------------------------------------------------------------------------
-def _load_any(path: Path):
-    """A PLY or a bundle → (GaussianSet, postprocess or None)."""
-    if not path.exists():
-        raise SundaeError(f"{path}: no such file")
-    if path.suffix.lower() == ".sundae":
-        from .api import load_bundle
-
-        b = load_bundle(path)
-        post = None
-        if b.net is not None:
-            from .compensate import postprocess_from_bundle
-
-            post = postprocess_from_bundle(b)
-        return b.gaussians, post
-    from .api import load_scene
-
-    return load_scene(path), None
-
-
-def _cameras_for(gs, src: Path, cameras, views, size, up):
-    from .render.cameras import find_cameras_for, generate_cameras, load_cameras
-
-    if cameras is None:
-        cameras = find_cameras_for(src)
-    if cameras is not None:
-        cams = load_cameras(cameras)
-        if size is not None:
-            cams = [c.scaled(*size) for c in cams]
-        return cams[:views] if views else cams
-    w, h = size or (320, 240)
-    return generate_cameras(gs, n=views or 8, width=w, height=h, up=up)
-
-
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("input", type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Folder for the PNGs.")
@@ -219,8 +186,12 @@ def render_main(input, output, cameras, views, size, up, quiet):
     set_quiet(quiet)
     from .evaluate import render_to_dir
 
-    gs, post = _load_any(input)
-    cams = _cameras_for(gs, input, cameras, views, _parse_size(size), up)
+    from .api import load_for_render
+
+    gs, post = load_for_render(input)
+    from .render.cameras import views_for
+
+    cams = views_for(gs, input, cameras=cameras, views=views, size=_parse_size(size), up=up)
     paths = render_to_dir(gs, cams, output, postprocess=post)
     click.echo(f"{input.name}: {len(cams)} views → {output} ({len(paths)} files)")
 
@@ -241,9 +212,13 @@ def eval_main(original, candidate, cameras, views, size, up, output, as_json, qu
     set_quiet(quiet or as_json)
     from .evaluate import evaluate_and_report
 
-    orig, _ = _load_any(original)
-    cand, post = _load_any(candidate)
-    cams = _cameras_for(orig, original, cameras, views, _parse_size(size), up)
+    from .api import load_for_render
+
+    orig, _ = load_for_render(original)
+    cand, post = load_for_render(candidate)
+    from .render.cameras import views_for
+
+    cams = views_for(orig, original, cameras=cameras, views=views, size=_parse_size(size), up=up, held_out=True)
     output = output or candidate.with_name(candidate.name + ".eval.png")
     result = evaluate_and_report(orig, cand, cams, postprocess=post, side_by_side_path=output)
     if as_json:
@@ -252,5 +227,5 @@ def eval_main(original, candidate, cameras, views, size, up, output, as_json, qu
         for v in result["views"]:
             click.echo(f"{v['name']:>12}  PSNR {v['psnr']:6.2f} dB  SSIM {v['ssim']:.4f}")
         click.echo(f"{'mean':>12}  PSNR {result['psnr']:6.2f} dB  SSIM {result['ssim']:.4f}  "
-                   f"LPIPS {result.get('lpips', 'unavailable')}")
+                   f"LPIPS {result.get('lpips') or 'unavailable'}")
         click.echo(f"side-by-side: {output}")

@@ -281,3 +281,27 @@ def load_images(folder: Union[str, Path], cameras: Sequence[Camera]) -> List[np.
                               f"{cam.width}x{cam.height}")
         out.append(img.astype(np.float32) / 255.0)
     return out
+
+
+#: generated views for evaluation use another seed than fine-tuning's (seed 0), so their azimuths
+#: never coincide with a training view
+EVAL_VIEW_SEED = 1
+
+
+def views_for(gs, scene_path=None, *, cameras=None, views: Optional[int] = None, size=None, up=None,
+              held_out: bool = False) -> List[Camera]:
+    """Views for rendering or evaluating a scene: a camera file (given, or found next to the scene
+    by :func:`find_cameras_for`), else generated around ``gs`` (default 8 views at 320x240).
+    With ``held_out``, only views fine-tuning never trains on: the held-out split of a camera file
+    (:func:`split_views`), or generated views at another azimuth phase (:data:`EVAL_VIEW_SEED`)."""
+    if cameras is None and scene_path is not None:
+        cameras = find_cameras_for(scene_path)
+    if cameras is not None:
+        cams = load_cameras(cameras)
+        if held_out:
+            cams = split_views(cams)[1]
+        if size is not None:
+            cams = [c.scaled(*size) for c in cams]
+        return cams[:views] if views else cams
+    w, h = size or (320, 240)
+    return generate_cameras(gs, n=views or 8, width=w, height=h, up=up, seed=EVAL_VIEW_SEED if held_out else 0)
