@@ -99,7 +99,8 @@ def compress_main(input, output, ratio, count, gamma, method, merge, merge_mode,
                   resolution, features, prune_schedule, cameras, images, seed, sh_degree, strict, overwrite,
                   jobs, do_eval, quiet, as_json):
     """Compress a 3DGS PLY (or a folder of scenes) into a .sundae bundle."""
-    set_quiet(quiet or as_json)
+    if quiet or as_json:
+        set_quiet(True)
     if not input.exists():
         raise SundaeError(f"{input}: no such file or folder")
     ft_opts = {k: v for k, v in dict(iterations=iterations, resolution=resolution, features=features,
@@ -183,7 +184,8 @@ def decompress_main(bundle, output, overwrite):
 @guarded
 def render_main(input, output, cameras, views, size, up, quiet):
     """Render a PLY or .sundae to PNGs plus a contact sheet."""
-    set_quiet(quiet)
+    if quiet:
+        set_quiet(True)
     from .evaluate import render_to_dir
 
     from .api import load_for_render
@@ -209,7 +211,8 @@ def render_main(input, output, cameras, views, size, up, quiet):
 @guarded
 def eval_main(original, candidate, cameras, views, size, up, output, as_json, quiet):
     """Compare a candidate (.ply or .sundae) with the original on held-out views: PSNR, SSIM."""
-    set_quiet(quiet or as_json)
+    if quiet or as_json:
+        set_quiet(True)
     from .evaluate import evaluate_and_report
 
     from .api import load_for_render
