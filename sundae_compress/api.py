@@ -173,7 +173,9 @@ def compress(input, output=None, *, ratio: Optional[float] = None, count: Option
     bundle_info = {
         "source": {"file": input.name, "bytes": report.bytes_in, "count": report.source_count,
                    "valid": report.valid_count, "dropped_rows": report.dropped_rows},
-        "pipeline": {"ratio": ratio, "count": budget, "method": method, "gamma": gamma,
+        "pipeline": {"ratio": ratio, "count": budget,
+                     "method": None if report.merge == "collapse" else method,  # collapse uses no selector
+                     "gamma": gamma,
                      "merge": report.merge, "finetune": report.finetune or None},
     }
     stats = write_bundle(output, kept, settings=settings, net=net_bytes, net_meta=net_meta, info=bundle_info)

@@ -20,7 +20,8 @@ class CodecSettings:
                        the three axes) or ``linear`` (per-axis min/max)
     opacity_bits/mode  opacity, quantised as alpha = sigmoid(logit) in [0, 1]
     color_bits/mode    DC colour (SH band 0), like the scales
-    sh_codebook_size   entries of the vector-quantisation codebook of the SH rest (capped by N)
+    sh_codebook_size   entries of the SH-rest vector-quantisation codebook (capped by N); 0 = auto:
+                       one per 8 Gaussians, 256..4096 (sections.sh_codebook_entries)
     sh_codebook_bits   bits per codebook value (linear per dimension)
     sh_iters           k-means iterations for the SH codebook
     feature_bits       bits per extra feature channel (linear per channel)
@@ -36,7 +37,7 @@ class CodecSettings:
     opacity_mode: str = "linear"
     color_bits: int = 6
     color_mode: str = "codebook"
-    sh_codebook_size: int = 4096
+    sh_codebook_size: int = 0
     sh_codebook_bits: int = 8
     sh_iters: int = 8
     feature_bits: int = 8
@@ -56,7 +57,7 @@ class CodecSettings:
             rng(f"{a}_bits", 2, 16)
             if getattr(self, f"{a}_mode") not in SCALAR_MODES:
                 raise ValueError(f"codec setting {a}_mode must be one of {SCALAR_MODES}")
-        rng("sh_codebook_size", 1, 1 << 24)
+        rng("sh_codebook_size", 0, 1 << 24)
         rng("sh_codebook_bits", 4, 16)
         rng("sh_iters", 0, 100)
         rng("feature_bits", 2, 16)

@@ -368,6 +368,7 @@ def inspect_bundle(path) -> dict:
                       "share": round(s.length / size, 4), "bits_per_gaussian": bpg(s.length)} for s in sections],
         "source": src or None,
         "settings": header["codec"]["settings"],
+        "sh_codebook_entries": (header["codec"].get("sh_rest") or {}).get("codebook_size"),
         "net": {"present": net is not None, "bytes": net_sec.raw_length if net_sec else 0,
                 "stored_bytes": net_sec.length if net_sec else 0,
                 "params": (net or {}).get("params"),
@@ -412,7 +413,8 @@ def format_inspect(d: dict) -> str:
     lines.append("  quantisation   positions {position_bits} b/axis, rotations {rotation_bits} b x3 (smallest-three), "
                  "scales {scale_bits} b {scale_mode}, opacity {opacity_bits} b {opacity_mode}, "
                  "colour {color_bits} b {color_mode}".format(**st))
-    lines.append(f"                 SH rest codebook {st['sh_codebook_size']} x {st['sh_codebook_bits']} b, "
+    cb = d.get("sh_codebook_entries")
+    lines.append(f"                 SH rest codebook {cb if cb is not None else '-'} x {st['sh_codebook_bits']} b, "
                  f"features {st['feature_bits']} b, zstd level {st['zstd_level']}")
     net = d["net"]
     if net["present"]:
