@@ -73,8 +73,8 @@ def write_tables(rows):
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "prune_quality.json").write_text(json.dumps(rows, indent=1) + "\n")
     scenes = [s for s in SCENES if any(r["scene"] == s for r in rows)]
-    lines = ["# Prune-only quality (PSNR dB vs the original)", "",
-             "refrender's measurement: mean PSNR over 6 orbit views at 320x240, reference = the original "
+    lines = ["# Prune-only quality (PSNR dB / SSIM vs the original)", "",
+             "refrender's renders: mean PSNR (and SSIM) over 6 orbit views at 320x240, reference = the original "
              "scene. `+assign` = selection then `merge_into(mode=\"assign\")`; `collapse` = "
              "`merge_into(mode=\"collapse\")` (pairwise edge collapse, selection-independent); `st-*` = "
              "PlayCanvas splat-transform (`-g cpu`). Empty cells were not run.", ""]
@@ -86,7 +86,8 @@ def write_tables(rows):
             cells = []
             for x in ratios:
                 hit = [r for r in rows if r["scene"] == scene and r["method"] == m and r["ratio"] == x]
-                cells.append(f"{hit[0]['psnr']:.2f}" if hit else "")
+                cells.append((f"{hit[0]['psnr']:.2f}" + (f" / {hit[0]['ssim']:.3f}" if "ssim" in hit[0] else ""))
+                             if hit else "")
             if any(cells):
                 lines.append(f"| {m} | " + " | ".join(cells) + " |")
         lines.append("")
@@ -102,7 +103,7 @@ def write_tables(rows):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scenes", default="guitar,donut,playbot")
-    ap.add_argument("--ratios", default="0.05,0.1,0.25")
+    ap.add_argument("--ratios", default="0.05,0.1,0.25,0.5")
     ap.add_argument("--methods", default=",".join(ALL_METHODS))
     args = ap.parse_args()
     path = RESULTS / "prune_quality.json"
@@ -118,9 +119,9 @@ def main():
                 if out is None:
                     continue
                 t1 = time.perf_counter() - t0
-                p = ev.psnr(out)
+                p, ss = ev.scores(out)
                 row = {"scene": scene, "ratio": ratio, "method": method, "count": len(out),
-                       "psnr": round(p, 2), "prune_s": round(t1, 2)}
+                       "psnr": round(p, 2), "ssim": round(ss, 4), "prune_s": round(t1, 2)}
                 print(json.dumps(row), flush=True)
                 if path.exists():  # re-read: another run may have added rows meanwhile
                     rows = json.loads(path.read_text())

@@ -76,8 +76,17 @@ class Evaluator:
         return self.rr.render(g, view, self.f, self.f, self.w / 2, self.h / 2, self.w, self.h)
 
     def psnr(self, gs: GaussianSet) -> float:
+        return self.scores(gs)[0]
+
+    def scores(self, gs: GaussianSet):
+        """(mean PSNR, mean SSIM) over the views; SSIM is the project's (11x11 Gaussian window)."""
+        from sundae_compress.metrics import ssim
+
         g = to_ref(gs)
-        return float(np.mean([self.rr.psnr(self._render(g, v), r) for v, r in zip(self.cams, self.refs)]))
+        imgs = [self._render(g, v) for v in self.cams]
+        p = float(np.mean([self.rr.psnr(i, r) for i, r in zip(imgs, self.refs)]))
+        s = float(np.mean([float(ssim(i.float().clamp(0, 1), r.float().clamp(0, 1))) for i, r in zip(imgs, self.refs)]))
+        return p, s
 
 
 # ---- selectors: the project's when present, small stand-ins otherwise ----------------------------
