@@ -21,9 +21,10 @@ from .gaussians import GaussianSet
 from .progress import info
 
 #: ``merge="auto"``: pairwise edge collapse measured best at 10 % on every shared scene (guitar 33.87 dB
-#: vs 32.88 for spectral selection + assignment; benchmarks/results/prune_quality.md) and stays under
-#: ~30 s up to this many Gaussians (benchmarks/results/merge_speed.md); above it, the faster assignment.
-COLLAPSE_MAX_GAUSSIANS = 5_000_000
+#: vs 32.88 for spectral selection + assignment; benchmarks/results/prune_quality.md) but costs ~6 µs
+#: per Gaussian, mostly on one core (1 M: 5 s, 4.9 M: 30 s; benchmarks/results/merge_speed.md). Up to
+#: this many Gaussians it stays under ~10 s; above it, spectral selection + assignment (4.9 M: ~7 s).
+COLLAPSE_MAX_GAUSSIANS = 1_500_000
 
 
 def resolve_merge(merge, n: int) -> Optional[str]:
