@@ -163,7 +163,7 @@ def compress(input, output=None, *, ratio: Optional[float] = None, count: Option
             from .compensate.onnx_io import export_onnx
 
             net_bytes = export_onnx(result.net, half=True)  # fp16 weights: half the bytes, ~1e-5 difference
-            net_meta = result.net_meta()
+            net_meta = dict(result.net_meta(), params=result.net.num_params())
         report.stages["finetune"] = time.perf_counter() - t
     else:
         kept = prune_scene(gs, count=budget, method=method, gamma=gamma, merge=report.merge, seed=seed)
