@@ -171,21 +171,12 @@ def render_views(gs: Union[GaussianSet, dict], cameras: Sequence[Camera], *, bac
     params = as_params(gs, device="cuda" if be == "gsplat" else None) if isinstance(gs, GaussianSet) else gs
     feats = params.get("features") if isinstance(params, dict) else None
     imgs = []
-    with Progress(len(cameras), progress or "rendering") if progress else _Null() as bar:
+    with Progress(len(cameras), progress or "rendering", enabled=bool(progress)) as bar:
         for cam in cameras:
             out = render(params, cam, features=feats, background=background, sh_degree=sh_degree, backend=be)
             imgs.append(_final_rgb(out, postprocess).float().cpu().numpy())
-            if bar is not None:
-                bar.update(1)
+            bar.update(1)
     return imgs
-
-
-class _Null:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *a):
-        return False
 
 
 def render_views_to_dir(gs, cameras: Sequence[Camera], out_dir: Union[str, Path], *, sheet: bool = True,

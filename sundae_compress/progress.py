@@ -35,7 +35,9 @@ def _fmt_time(s: float) -> str:
 
 
 class Progress:
-    def __init__(self, total: int, desc: str, unit: str = "", log_every: float = 5.0, stream=None):
+    def __init__(self, total: int, desc: str, unit: str = "", log_every: float = 5.0, stream=None,
+                 enabled: bool = True):
+        self.enabled = enabled  # False: a silent stand-in, so callers need no second code path
         self.total = max(int(total), 0)
         self.desc = desc
         self.unit = unit
@@ -54,7 +56,7 @@ class Progress:
     def __exit__(self, exc_type, *_):
         if exc_type is None:
             self._draw(force=True, final=True)
-        elif self.tty and not _QUIET:
+        elif self.tty and self.enabled and not _QUIET:
             self.stream.write("\n")
         return False
 
@@ -76,7 +78,7 @@ class Progress:
         return s + (f" {self.postfix}" if self.postfix else "")
 
     def _draw(self, force=False, final=False):
-        if _QUIET:
+        if _QUIET or not self.enabled:
             return
         now = time.perf_counter()
         if self.tty:

@@ -189,24 +189,6 @@ def make_postprocess(net, num_features: int = 0, clamp: bool = True) -> Callable
     return post
 
 
-class _NullBar:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *_):
-        return False
-
-    def update(self, n=1):
-        pass
-
-    def set_postfix(self, text):
-        pass
-
-
-def _bar(total: int, desc: str, enabled: bool):
-    return Progress(total, desc, log_every=10) if enabled else _NullBar()
-
-
 class _Params:
     """The trainable Gaussian tensors (SH split into DC and rest for separate learning rates)."""
 
@@ -412,7 +394,7 @@ def _finetune(original, pruned, *, cameras, images, iterations, resolution, view
             return render(orig_t, cam, **render_kw).rgb.clamp(0, 1)
 
     t0 = time.perf_counter()
-    with _bar(len(train_cams) + len(test_cams), "rendering teacher views", progress) as bar:
+    with Progress(len(train_cams) + len(test_cams), "rendering teacher views", log_every=10, enabled=progress) as bar:
         train_targets, test_targets = [], []
         for cam in train_cams:
             train_targets.append(target(cam))
@@ -480,7 +462,7 @@ def _finetune(original, pruned, *, cameras, images, iterations, resolution, view
     loss_acc, loss_n = 0.0, 0
     ev = list(events)
     t_train0 = time.perf_counter()
-    with _bar(iterations, "fine-tuning", progress) as bar:
+    with Progress(iterations, "fine-tuning", log_every=10, enabled=progress) as bar:
         for it in range(iterations):
             while ev and ev[0][0] == it:
                 _, count = ev.pop(0)
@@ -605,7 +587,7 @@ def _polish_net(cnet, tensors, cams, refs, iterations, lr, ssim_fn, render, rend
     opt = torch.optim.Adam(cnet.parameters(), lr=lr["net_final"] * 3)
     cnet.train()
     order: List[int] = []
-    with _bar(iterations, "net polish (decoded scene)", progress) as bar:
+    with Progress(iterations, "net polish (decoded scene)", log_every=10, enabled=progress) as bar:
         for it in range(iterations):
             if not order:
                 order = list(rng.permutation(len(cams)))
