@@ -11,6 +11,7 @@ wires them together in reading order and keeps the report honest (counts, bytes,
 from __future__ import annotations
 
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -118,6 +119,9 @@ def compress(input, output=None, *, ratio: Optional[float] = None, count: Option
     _check_output(output, overwrite)
     if ratio is None and count is None:
         ratio = 0.1
+    from .prune.select import resolve_budget
+
+    resolve_budget(sys.maxsize, ratio=ratio, count=count)  # option errors before a long read
     report = CompressReport(input=str(input), output=str(output), method=method)
 
     t = time.perf_counter()
@@ -134,8 +138,6 @@ def compress(input, output=None, *, ratio: Optional[float] = None, count: Option
         info(f"ignored properties: {', '.join(report.ignored_properties)}")
 
     t = time.perf_counter()
-    from .prune.select import resolve_budget
-
     budget = resolve_budget(len(gs), ratio=ratio, count=count)
     report.merge = resolve_merge(merge, len(gs))
     net_bytes = None
@@ -179,11 +181,10 @@ def compress(input, output=None, *, ratio: Optional[float] = None, count: Option
                      "gamma": gamma,
                      "merge": report.merge, "finetune": report.finetune or None},
     }
-    stats = write_bundle(output, kept, settings=settings, net=net_bytes, net_meta=net_meta, info=bundle_info)
+    write_bundle(output, kept, settings=settings, net=net_bytes, net_meta=net_meta, info=bundle_info)
     report.stages["write"] = time.perf_counter() - t
     report.bytes_out = os.path.getsize(output)
     report.net_bytes = len(net_bytes) if net_bytes else 0
-    del stats
     report.seconds = time.perf_counter() - t0
     return report
 
