@@ -45,8 +45,9 @@ MAX_NET_BYTES = 1 << 30
 #: killed mid-write.
 TEMP_GLOB = ".*.sundae.*.tmp"
 #: A bundle may expand to at most ``MAX_RATIO * file size + RATIO_SLACK`` bytes: its raw sections
-#: plus the decoded float32 arrays (real bundles expand 5-20x; anything far beyond is a zip bomb).
-MAX_RATIO = 256
+#: plus the decoded float32 arrays (real bundles expand 5-20x: SH3 + 8 features is the worst case;
+#: anything far beyond is a decompression bomb).
+MAX_RATIO = 32
 RATIO_SLACK = 1 << 20
 
 
