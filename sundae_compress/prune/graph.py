@@ -26,9 +26,12 @@ Two implementations compute the same graph:
   are radix-sorted by cell (cell size ≈ ``CELL_FACTOR`` (2) × the median ``k``-th neighbour
   distance, estimated on a subsample). Cells are processed in key order: the points of a cell's
   3×3×3 block are gathered once into SoA buffers, and every point of the cell computes all its
-  candidate distances in one vectorisable loop, compacts those under a bound (the previous point's
-  ``k``-th distance plus the distance between the two points -- a proven upper bound), and keeps
-  the ``k`` best in a sorted array of 64-bit (distance bits, index) keys. A point whose ``k``-th
+  candidate distances in one vectorisable loop, compacts (SSE2, 4 at a time) those under a bound,
+  and keeps the ``k`` best in a sorted array of 64-bit (distance bits, index) keys. The bound is
+  first a guess (``GUESS_FACTOR`` = 1.15 × the previous point's ``k``-th distance): when at least
+  ``k`` candidates lie within it the ``k`` best are among them, so the list is exact; otherwise the
+  candidates beyond it are added up to a proven bound (a recent point's ``k``-th distance plus the
+  distance between the two points), then without bound. A point whose ``k``-th
   distance is not proven inside the block scans the rest of the 5×5×5 block (gathered lazily, once
   per cell), then grows ring by ring until it is, or the block covers the threshold radius. So
   the neighbours within the threshold are *exact* (not an approximation); only the order among
@@ -432,7 +435,18 @@ void knn_cells(const float *pts, const int64_t *keys, const int64_t *start, int6
    into SoA buffers; every point of the cell computes all its distances in one vectorisable loop
    and keeps the k best (insertion with an early bound). ---- */
 typedef struct { float *x, *y, *z, *d; int32_t *j, *sel; int64_t n, cap; } buf_t;
+#ifdef __SSE2__
+#include <emmintrin.h>
+/* set-bit positions of a 4-bit mask (padded with 0) and their count */
+static const int8_t SEL_LUT[16][5] = {
+    {0, 0, 0, 0, 0}, {0, 0, 0, 0, 1}, {1, 0, 0, 0, 1}, {0, 1, 0, 0, 2}, {2, 0, 0, 0, 1}, {0, 2, 0, 0, 2},
+    {1, 2, 0, 0, 2}, {0, 1, 2, 0, 3}, {3, 0, 0, 0, 1}, {0, 3, 0, 0, 2}, {1, 3, 0, 0, 2}, {0, 1, 3, 0, 3},
+    {2, 3, 0, 0, 2}, {0, 2, 3, 0, 3}, {1, 2, 3, 0, 3}, {0, 1, 2, 3, 4}};
+#endif
 #define NPREV 6
+#ifndef GUESS_FACTOR
+#define GUESS_FACTOR 1.15
+#endif
 
 static int buf_reserve(buf_t *b, int64_t need) {
     if (need <= b->cap) return 1;
@@ -443,7 +457,7 @@ static int buf_reserve(buf_t *b, int64_t need) {
     float *z = realloc(b->z, sizeof(float) * c); if (z) b->z = z;
     float *d = realloc(b->d, sizeof(float) * c); if (d) b->d = d;
     int32_t *j = realloc(b->j, sizeof(int32_t) * c); if (j) b->j = j;
-    int32_t *sl = realloc(b->sel, sizeof(int32_t) * c); if (sl) b->sel = sl;
+    int32_t *sl = realloc(b->sel, sizeof(int32_t) * (c + 4)); if (sl) b->sel = sl;
     if (!x || !y || !z || !d || !j || !sl) return 0;
     b->cap = c;
     return 1;
@@ -460,8 +474,16 @@ static int buf_add(buf_t *b, const float *pts, int64_t a, int64_t e) {
 
 /* `pre` is an upper bound on the k-th distance known in advance (INFINITY if none): candidates
    beyond it are skipped without touching the list. */
+static inline void buf_scan2(buf_t *b, int64_t i, float px, float py, float pz, float *bd, int32_t *bi,
+                             int *cnt, int k, float pre, float above);
 static inline void buf_scan(buf_t *b, int64_t i, float px, float py, float pz, float *bd, int32_t *bi,
                             int *cnt, int k, float pre) {
+    buf_scan2(b, i, px, py, pz, bd, bi, cnt, k, pre, -1.0f);
+}
+
+/* buf_scan skipping the candidates at squared distance <= `above` (already considered) */
+static inline void buf_scan2(buf_t *b, int64_t i, float px, float py, float pz, float *bd, int32_t *bi,
+                             int *cnt, int k, float pre, float above) {
     const int64_t n = b->n;
     const float *X = b->x, *Y = b->y, *Z = b->z;
     float *D = b->d;
@@ -474,7 +496,24 @@ static inline void buf_scan(buf_t *b, int64_t i, float px, float py, float pz, f
     /* branch-free compaction of the candidates within the bound, then the (short) insertion pass */
     int32_t *S = b->sel;
     int64_t ms = 0;
-    for (int64_t t = 0; t < n; t++) { S[ms] = (int32_t)t; ms += D[t] <= bound; }
+    int64_t t0 = 0;
+#ifdef __SSE2__
+    /* 4 at a time: compare mask -> positions from a table (S has 4 spare slots) */
+    {
+        const __m128 vb = _mm_set1_ps(bound), va = _mm_set1_ps(above);
+        for (; t0 + 4 <= n; t0 += 4) {
+            __m128 d = _mm_loadu_ps(D + t0);
+            __m128 m = _mm_cmple_ps(d, vb);
+            if (above >= 0) m = _mm_and_ps(m, _mm_cmpgt_ps(d, va));
+            int mk = _mm_movemask_ps(m);
+            const int8_t *l = SEL_LUT[mk];
+            S[ms] = (int32_t)t0 + l[0]; S[ms + 1] = (int32_t)t0 + l[1];
+            S[ms + 2] = (int32_t)t0 + l[2]; S[ms + 3] = (int32_t)t0 + l[3];
+            ms += l[4];
+        }
+    }
+#endif
+    for (int64_t t = t0; t < n; t++) { S[ms] = (int32_t)t; ms += (D[t] <= bound) & (D[t] > above); }
     /* the list as 64-bit keys (distance bits, index): squared distances are >= 0, so their IEEE
        bits order like the values and one integer compare orders (d, j) lexicographically */
     uint64_t K[256];
@@ -496,6 +535,21 @@ static inline void buf_scan(buf_t *b, int64_t i, float px, float py, float pz, f
     }
     for (int t = 0; t < c; t++) { uint32_t u = (uint32_t)(K[t] >> 32); memcpy(&bd[t], &u, 4); bi[t] = (int32_t)(K[t] & 0xffffffffu); }
     *cnt = c;
+}
+
+/* |x_i - x_p| + (k-th distance found for a previous point p) bounds the k-th distance of i
+   (p's k points, plus p itself, lie in that ball): the smallest over the remembered points,
+   squared and padded for rounding; +inf if none */
+static inline float prev_bound(float px, float py, float pz, const double *hk, const double *hx,
+                               const double *hy, const double *hz, int nprev) {
+    double rbest = INFINITY;
+    for (int h = 0; h < nprev; h++) {
+        double ex = (double)px - hx[h], ey = (double)py - hy[h], ez = (double)pz - hz[h];
+        double r = hk[h] + sqrt(ex * ex + ey * ey + ez * ez);
+        if (r < rbest) rbest = r;
+    }
+    double bb = rbest * rbest * (1.0 + 1e-5) + 1e-37;
+    return bb < 3e38 ? (float)bb : INFINITY;
 }
 
 int knn_cells2(const float *pts, const int64_t *keys, const int64_t *start, int64_t m,
@@ -540,21 +594,23 @@ int knn_cells2(const float *pts, const int64_t *keys, const int64_t *start, int6
         for (int64_t i = start[cm]; i < start[cm + 1] && okmem; i++) {
             int cnt = 0, good = 1;
             const float px = pts[3 * i], py = pts[3 * i + 1], pz = pts[3 * i + 2];
-            /* |x_i - x_p| + (k-th distance found for the previous point p) bounds the k-th
-               distance of i (p's k points, plus p itself, lie in that ball); rounding-padded */
-            float pre = INFINITY;
-            {
-                double rbest = INFINITY;
-                for (int h = 0; h < nprev; h++) {
-                    double ex = (double)px - hx[h], ey = (double)py - hy[h], ez = (double)pz - hz[h];
-                    double r = hk[h] + sqrt(ex * ex + ey * ey + ez * ez);
-                    if (r < rbest) rbest = r;
-                }
-                double bb = rbest * rbest * (1.0 + 1e-5) + 1e-37;
-                if (bb < 3e38) pre = (float)bb;
+            /* First an unproven guess (GUESS_FACTOR x the last point's k-th distance): if k
+               candidates lie within it, the k best are among them. Else the proven bound `pre`
+               (computed only then), else everything. A list with fewer than k entries holds every
+               candidate within the bound used so far, so each retry only adds the ones beyond. */
+            float guess = INFINITY, pre = INFINITY;
+            if (nprev) {
+                double r = hk[(hpos + NPREV - 1) % NPREV] * GUESS_FACTOR;
+                if (r * r < 3e38) guess = (float)(r * r);
             }
-            buf_scan(&B1, i, px, py, pz, bd, bi, &cnt, k, pre);
-            if (cnt < k && pre != INFINITY) { cnt = 0; buf_scan(&B1, i, px, py, pz, bd, bi, &cnt, k, INFINITY); }
+            if (guess == INFINITY) pre = prev_bound(px, py, pz, hk, hx, hy, hz, nprev);
+            float done = guess != INFINITY ? guess : pre;
+            buf_scan(&B1, i, px, py, pz, bd, bi, &cnt, k, done);
+            if (cnt < k && guess != INFINITY) {
+                pre = prev_bound(px, py, pz, hk, hx, hy, hz, nprev);
+                if (pre > guess) { buf_scan2(&B1, i, px, py, pz, bd, bi, &cnt, k, pre, guess); done = pre; }
+            }
+            if (cnt < k && done != INFINITY) buf_scan2(&B1, i, px, py, pz, bd, bi, &cnt, k, INFINITY, done);
             double mg = margin(g, i, c, 1);
             if (!((cnt == k && (double)bd[k - 1] <= mg * mg) || mg >= cap)) {
                 if (!shell_built) {
@@ -611,36 +667,83 @@ void knn_points(const float *pts, const int64_t *keys, const int64_t *start, int
     }
 }
 
-/* Sum of d, d^2 and count over edges with d2 <= thr2 for rows [a, b). */
+/* Sum of d, d^2 and count over edges with d2 <= thr2 for rows [a, b). Blocks of edges: the
+   masked square roots in float (vectorised), the sums in double. */
 void edge_stats(const float *d2, int64_t a, int64_t b, int k, double thr2, double *out) {
-    double s1 = 0, s2 = 0, c = 0;
-    for (int64_t e = a * k; e < b * k; e++) {
-        double v = d2[e];
-        if (v <= thr2) { s1 += sqrt(v); s2 += v; c += 1; }
+    float t1[1024], t2[1024];
+    const float th = (float)thr2;
+    double s1a = 0, s1b = 0, s2a = 0, s2b = 0;
+    int64_t c = 0;
+    for (int64_t e0 = a * k; e0 < b * k; e0 += 1024) {
+        int64_t n = b * k - e0 < 1024 ? b * k - e0 : 1024;
+        const float *v = d2 + e0;
+        int cc = 0;
+        for (int64_t t = 0; t < n; t++) {
+            int m = v[t] <= th;
+            t1[t] = m ? sqrtf(v[t]) : 0.0f;
+            t2[t] = m ? v[t] : 0.0f;
+            cc += m;
+        }
+        c += cc;
+        int64_t t = 0;
+        for (; t + 1 < n; t += 2) { s1a += t1[t]; s1b += t1[t + 1]; s2a += t2[t]; s2b += t2[t + 1]; }
+        for (; t < n; t++) { s1a += t1[t]; s2a += t2[t]; }
     }
-    out[0] = s1; out[1] = s2; out[2] = c;
+    out[0] = s1a + s1b; out[1] = s2a + s2b; out[2] = (double)c;
+}
+
+/* exp(x) for x <= 0 in float (vectorisable; relative error < 3e-7; 0 below -87) */
+static inline float exp_neg(float x) {
+    float xc = x < -87.0f ? -87.0f : x;
+    float t = xc * 1.44269504088896341f;
+    float j = (t + 12582912.0f) - 12582912.0f;  /* round to nearest */
+    float f = t - j;                               /* in [-0.5, 0.5] */
+    float p = 1.5403530393381609e-4f;
+    p = p * f + 1.3333558146428443e-3f;
+    p = p * f + 9.6181291076284772e-3f;
+    p = p * f + 5.5504108664821580e-2f;
+    p = p * f + 2.4022650695910071e-1f;
+    p = p * f + 6.9314718055994531e-1f;
+    p = p * f + 1.0f;
+    int32_t bits = ((int32_t)j + 127) << 23;
+    float sc; memcpy(&sc, &bits, 4);
+    float r = p * sc;
+    return x < -87.0f ? 0.0f : r;
 }
 
 /* score of rows [a, b): || sum_j w_ij (x_i - x_j) ||, w = exp(-d2 * inv2s2) (inv2s2 < 0: w = 1);
-   edges with d2 > thr2 are removed (nbr set to -1, d2 to inf). */
+   edges with d2 > thr2 are removed (nbr set to -1, d2 to inf). The score of sorted row i is
+   written to score[perm[i]] (perm NULL: score[i]). */
 void laplace_scores(const float *pts, int32_t *nbr, float *d2, int64_t a, int64_t b, int k,
-                    double thr2, double inv2s2, float *score) {
-    for (int64_t i = a; i < b; i++) {
-        double hx = 0, hy = 0, hz = 0;
-        const float *p = pts + 3 * i;
-        for (int t = 0; t < k; t++) {
-            int64_t e = i * k + t;
-            int32_t j = nbr[e];
-            if (j < 0) continue;
-            double v = d2[e];
-            if (v > thr2) { nbr[e] = -1; d2[e] = INFINITY; continue; }
-            double w = inv2s2 >= 0 ? exp(-v * inv2s2) : 1.0;
-            const float *q = pts + 3 * (int64_t)j;
-            hx += w * ((double)p[0] - (double)q[0]);
-            hy += w * ((double)p[1] - (double)q[1]);
-            hz += w * ((double)p[2] - (double)q[2]);
+                    double thr2, double inv2s2, const int32_t *perm, float *score) {
+    float w[1024];
+    const float th = (float)thr2, ninv = (float)(-inv2s2);
+    const int flat = !(inv2s2 >= 0);
+    const int64_t rows = 1024 / k;
+    for (int64_t i0 = a; i0 < b; i0 += rows) {
+        const int64_t i1 = i0 + rows < b ? i0 + rows : b, ne = (i1 - i0) * k;
+        const float *dd0 = d2 + i0 * k;
+        /* the weights of a block of rows in one flat (vectorised) loop */
+        if (flat) for (int64_t t = 0; t < ne; t++) w[t] = 1.0f;
+        else for (int64_t t = 0; t < ne; t++) w[t] = exp_neg(dd0[t] * ninv);
+        for (int64_t i = i0; i < i1; i++) {
+            double hx = 0, hy = 0, hz = 0;
+            const float *p = pts + 3 * i;
+            int32_t *nb = nbr + i * k;
+            float *dd = d2 + i * k;
+            const float *wr = w + (i - i0) * k;
+            for (int t = 0; t < k; t++) {
+                int32_t j = nb[t];
+                if (j < 0) continue;
+                if (!(dd[t] <= th)) { nb[t] = -1; dd[t] = INFINITY; continue; }
+                double wt = wr[t];
+                const float *q = pts + 3 * (int64_t)j;
+                hx += wt * ((double)p[0] - (double)q[0]);
+                hy += wt * ((double)p[1] - (double)q[1]);
+                hz += wt * ((double)p[2] - (double)q[2]);
+            }
+            score[perm ? perm[i] : i] = (float)sqrt(hx * hx + hy * hy + hz * hz);
         }
-        score[i] = (float)sqrt(hx * hx + hy * hy + hz * hz);
     }
 }
 
@@ -1020,7 +1123,7 @@ def _compile_and_load():
     import platform
 
     cc = os.environ.get("CC", "cc")
-    flags = ["-O3", "-fPIC", "-shared", "-std=c99"] + os.environ.get("SUNDAE_CFLAGS_EXTRA", "").split()
+    flags = ["-O3", "-fPIC", "-shared", "-std=c99", "-fno-math-errno", "-fno-trapping-math"] + os.environ.get("SUNDAE_CFLAGS_EXTRA", "").split()
     tag = hashlib.sha256((_C_SOURCE + " ".join(flags) + cc + platform.machine() + sys.platform)
                          .encode()).hexdigest()[:16]
     d = _cache_dir()
@@ -1048,7 +1151,7 @@ def _compile_and_load():
     lib.edge_stats.restype = None
     lib.edge_stats.argtypes = [P, i64, i64, cint, f64, P]
     lib.laplace_scores.restype = None
-    lib.laplace_scores.argtypes = [P, P, P, i64, i64, cint, f64, f64, P]
+    lib.laplace_scores.argtypes = [P, P, P, i64, i64, cint, f64, f64, P, P]
     lib.nn_query_sorted.restype = cint
     lib.nn_query_sorted.argtypes = [P, P, P, i64, P, P, f64, P, i64, P, P]
     lib.nn_query.restype = None
@@ -1301,11 +1404,9 @@ def spectral_scores(means, k: int = DEFAULT_K, threshold: Optional[float] = None
     tm["weights"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    score_sorted = np.empty(n, np.float32)
-    _run_parallel(lambda a, b: lib.laplace_scores(_ptr(spts), _ptr(nbr), _ptr(d2), a, b, kk, thr2, inv2s2,
-                                                  _ptr(score_sorted)), ranges)
     out = np.empty(n, np.float32)
-    out[perm] = score_sorted
+    _run_parallel(lambda a, b: lib.laplace_scores(_ptr(spts), _ptr(nbr), _ptr(d2), a, b, kk, thr2, inv2s2,
+                                                  _ptr(perm), _ptr(out)), ranges)
     tm["scores"] = time.perf_counter() - t0
     if timings is not None:
         timings.update(tm)
