@@ -80,6 +80,7 @@ def _method_choices():
 @click.option("--merge/--no-merge", default=True, show_default=True, help="Fold removed Gaussians into the survivors.")
 @click.option("--merge-mode", type=click.Choice(["assign", "collapse"]), default=None, help="Merge algorithm (default: the best measured).")
 @click.option("--finetune/--no-finetune", default=True, show_default=True, help="Distil the original into the pruned scene + compensation net.")
+@click.option("--net/--no-net", default=True, show_default=True, help="Train and ship the compensation U-Net (with fine-tuning).")
 @click.option("--iterations", type=int, help="Fine-tuning iterations (default depends on CPU/GPU).")
 @click.option("--resolution", type=int, help="Long side of the fine-tuning renders in pixels.")
 @click.option("--features", type=int, default=None, help="Extra learned feature channels per Gaussian for the net.")
@@ -95,7 +96,7 @@ def _method_choices():
 @click.option("--quiet", is_flag=True, help="No progress output.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @guarded
-def compress_main(input, output, ratio, count, gamma, method, merge, merge_mode, finetune, iterations,
+def compress_main(input, output, ratio, count, gamma, method, merge, merge_mode, finetune, net, iterations,
                   resolution, features, prune_schedule, cameras, images, seed, sh_degree, strict, overwrite,
                   jobs, do_eval, quiet, as_json):
     """Compress a 3DGS PLY (or a folder of scenes) into a .sundae bundle."""
@@ -105,6 +106,8 @@ def compress_main(input, output, ratio, count, gamma, method, merge, merge_mode,
         raise SundaeError(f"{input}: no such file or folder")
     ft_opts = {k: v for k, v in dict(iterations=iterations, resolution=resolution, features=features,
                                       prune_schedule=prune_schedule).items() if v is not None}
+    if not net:
+        ft_opts["net"] = False
     merge_arg = (merge_mode or "auto") if merge else None
     if input.is_dir():
         from .batch import run_batch

@@ -300,7 +300,7 @@ def finetune(original: GaussianSet, pruned: GaussianSet, *, cameras: Optional[Se
              images: Optional[Dict[str, Any]] = None, iterations: Optional[int] = None,
              resolution: Union[None, int, Tuple[int, int]] = None, views: Optional[int] = None,
              holdout_every: int = 8, features: int = 0, net: Union[bool, CompensationNet] = True,
-             net_width: int = 8, net_levels: int = 4, net_max_width: int = 16,
+             net_width: int = 4, net_levels: int = 4, net_max_width: int = 8,
              lrs: Optional[Dict[str, float]] = None,
              seed: int = 0, device="auto", backend: str = "auto",
              prune_schedule: Union[None, str, PruneSchedule] = None, target_count: Optional[int] = None,
@@ -313,10 +313,10 @@ def finetune(original: GaussianSet, pruned: GaussianSet, *, cameras: Optional[Se
 
     ``resolution``: long side (int) or (W, H) of the training renders; ``views``: number of
     generated cameras when ``cameras`` is None; ``features``: K extra learned channels per
-    Gaussian; ``net``: train a :class:`CompensationNet` (or pass one); the default net here is the
-    small one (width 8, max width 16, ~42k parameters) that matched or beat the width-16 default of
-    :class:`CompensationNet` on all three test scenes at a tenth of the size
-    (benchmarks/results/finetune.md); ``prune_schedule``:
+    Gaussian; ``net``: train a :class:`CompensationNet` (or pass one). The default net is small
+    (width 4, max width 8, ~10k parameters, ~22 KB stored as fp16 ONNX): distilling from the scene
+    itself, wider nets added <= 0.1 dB over fine-tuning alone while a width-8 net (78 KB) outweighed
+    a 10 % donut's Gaussians (62 KB; benchmarks/results/finetune.md); ``prune_schedule``:
     ``"every=N,share=S"`` continuous pruning down to ``target_count``; ``threads``: torch CPU
     threads for the run (restored afterwards; 1 is often fastest on a busy machine).
     """
