@@ -36,8 +36,7 @@ Two implementations compute the same graph:
   per cell), then grows ring by ring until it is, or the block covers the threshold radius. So
   the neighbours within the threshold are *exact* (not an approximation); only the order among
   equal distances may differ from a KD-tree. If no C compiler is available (or
-  ``SUNDAE_NO_CKERNEL=1``) it falls back to :func:`spectral_scores_reference`
-  (``SUNDAE_KNN_OLD=1`` selects the previous per-point C search, for comparisons).
+  ``SUNDAE_NO_CKERNEL=1``) it falls back to :func:`spectral_scores_reference`.
 * :func:`spectral_scores_reference` -- plain :class:`scipy.spatial.cKDTree` query, used by the
   tests as ground truth and as the fallback.
 
@@ -366,70 +365,6 @@ static void finish(const grid_t *g, int64_t i, const float *bd, const int32_t *b
         d2[i * g->k + t] = t < cnt ? bd[t] : INFINITY;
     }
 }
-
-/* kNN of all points of cells [m0, m1) (sorted positions). Every point's list is exact up to
-   distance `cap`. k <= 256. For each cell, 25 cursors (one per row of its 5x5x5 block, moving
-   forward only, since cells are visited in key order) give the block's cells without any
-   search; each point scans its 3x3x3 block, then the rest of the 5x5x5 block if its k-th
-   distance is not yet proven, then grows ring by ring (binary searches, rare). */
-void knn_cells(const float *pts, const int64_t *keys, const int64_t *start, int64_t m,
-               const int64_t *dims, const double *lo, double s, int k, double cap,
-               int64_t m0, int64_t m1, int32_t *nbr, float *d2, int8_t *ok) {
-    grid_t G = {pts, keys, start, m, dims, lo, s, k};
-    const grid_t *g = &G;
-    float bd[256]; int32_t bi[256];
-    int64_t cur[25], ca[25], cb[25], rbase[25];
-    int first = 1;
-    for (int64_t cm = m0; cm < m1; cm++) {
-        int64_t key = keys[cm], c[3];
-        c[0] = key % dims[0]; c[1] = (key / dims[0]) % dims[1]; c[2] = key / (dims[0] * dims[1]);
-        int64_t x0 = c[0] > 1 ? c[0] - 2 : 0, x1 = c[0] + 2 < dims[0] ? c[0] + 2 : dims[0] - 1;
-        for (int r = 0; r < 25; r++) {
-            int64_t y = c[1] + r % 5 - 2, z = c[2] + r / 5 - 2;
-            int64_t base = (z * dims[1] + y) * dims[0];
-            /* the targets increase with cm, so the cursors only move forward */
-            if (first) cur[r] = lower_bound(keys, 0, m, base + x0);
-            while (cur[r] < m && keys[cur[r]] < base + x0) cur[r]++;
-            int64_t e = cur[r];
-            while (e < m && keys[e] <= base + x1) e++;
-            rbase[r] = base;
-            if (y < 0 || z < 0 || y >= dims[1] || z >= dims[2]) { ca[r] = cb[r] = 0; continue; }
-            ca[r] = cur[r]; cb[r] = e;
-        }
-        first = 0;
-        for (int64_t i = start[cm]; i < start[cm + 1]; i++) {
-            int cnt = 0, good = 1;
-            const double px = pts[3 * i], py = pts[3 * i + 1], pz = pts[3 * i + 2];
-            scan(g, i, start[cm], start[cm + 1], bd, bi, &cnt);
-            for (int pass = 0; pass < 2; pass++) {
-                for (int r = 0; r < 25; r++) {
-                    if (ca[r] >= cb[r]) continue;
-                    int dy = r % 5 - 2, dz = r / 5 - 2;
-                    int inner = dy >= -1 && dy <= 1 && dz >= -1 && dz <= 1;
-                    if (pass == 0 && !inner) continue;
-                    double gyz = gap2(g, 1, py, c[1] + dy) + gap2(g, 2, pz, c[2] + dz);
-                    if (pruned(gyz, bd, cnt, k)) continue;
-                    for (int64_t cc = ca[r]; cc < cb[r]; cc++) {
-                        int64_t x = keys[cc] - rbase[r], dx = x - c[0];
-                        int in1 = inner && dx >= -1 && dx <= 1;
-                        if (pass == 0 ? (!in1 || cc == cm) : in1) continue;
-                        if (pruned(gyz + gap2(g, 0, px, x), bd, cnt, k)) continue;
-                        scan(g, i, start[cc], start[cc + 1], bd, bi, &cnt);
-                    }
-                }
-                if (pass == 0) {
-                    double mg = margin(g, i, c, 1);
-                    if ((cnt == k && (double)bd[k - 1] <= mg * mg) || mg >= cap) break;
-                } else {
-                    good = grow(g, i, c, 2, cap, bd, bi, &cnt);
-                }
-            }
-            finish(g, i, bd, bi, cnt, nbr, d2);
-            ok[i] = (int8_t)good;
-        }
-    }
-}
-
 
 /* ---- cell-batched kNN: the candidates of a cell's 3x3x3 (then 5x5x5) block are gathered once
    into SoA buffers; every point of the cell computes all its distances in one vectorisable loop
@@ -1142,8 +1077,6 @@ def _compile_and_load():
     i64, f64, cint = ctypes.c_int64, ctypes.c_double, ctypes.c_int
     lib.grid_build.restype = i64
     lib.grid_build.argtypes = [P, i64, P, f64, P, cint, P, P, P, P]
-    lib.knn_cells.restype = None
-    lib.knn_cells.argtypes = [P, P, P, i64, P, P, f64, cint, f64, i64, i64, P, P, P]
     lib.knn_cells2.restype = cint
     lib.knn_cells2.argtypes = [P, P, P, i64, P, P, f64, cint, f64, i64, i64, P, P, P]
     lib.knn_points.restype = None
@@ -1309,14 +1242,11 @@ def _knn_graph_fast(lib, x: np.ndarray, k: int, threshold: Optional[float], timi
     cell_edges = np.searchsorted(grid.start[: m + 1], np.linspace(0, n, parts + 1).round().astype(np.int64))
     cell_edges[0], cell_edges[-1] = 0, m
     ranges = [(int(a), int(b)) for a, b in zip(cell_edges[:-1], cell_edges[1:]) if b > a]
-    if os.environ.get("SUNDAE_KNN_OLD"):
-        _run_parallel(lambda a, b: lib.knn_cells(*grid.args(k), cap, a, b, _ptr(nbr), _ptr(d2), _ptr(ok)), ranges)
-    else:
-        rc = []
-        _run_parallel(lambda a, b: rc.append(lib.knn_cells2(*grid.args(k), cap, a, b, _ptr(nbr), _ptr(d2),
-                                                            _ptr(ok))), ranges)
-        if min(rc) < 0:
-            raise MemoryError("out of memory in the neighbour search")
+    rc = []
+    _run_parallel(lambda a, b: rc.append(lib.knn_cells2(*grid.args(k), cap, a, b, _ptr(nbr), _ptr(d2),
+                                                        _ptr(ok))), ranges)
+    if min(rc) < 0:
+        raise MemoryError("out of memory in the neighbour search")
     hard = np.flatnonzero(ok == 0)
     if len(hard):
         _search_points(lib, grid, hard, k, cap, nbr, d2)
