@@ -203,6 +203,27 @@ static inline int64_t cell_of(const float *p, const double *lo, double inv_s, co
     return (c[2] * dims[1] + c[1]) * dims[0] + c[0];
 }
 
+/* LSD radix sort of n uint64 keys (ka, scratch kb) carrying an index array (idx, scratch ib) of
+   type IDX_T, D bits per pass over the low nbits bits; hist has 2^D entries. Stable. `sorted` is
+   set to whichever of ka/kb holds the sorted keys; the sorted indices always end up in idx. */
+#define RADIX_SORT(IDX_T, ka, kb, idx, ib, n, nbits, D, hist, sorted) do { \
+    const int64_t B_ = (int64_t)1 << (D); \
+    uint64_t *ks_ = (ka), *kd_ = (kb); IDX_T *is_ = (idx), *id_ = (ib); \
+    for (int shift_ = 0; shift_ < (nbits); shift_ += (D)) { \
+        memset((hist), 0, sizeof(int64_t) * B_); \
+        for (int64_t i_ = 0; i_ < (n); i_++) (hist)[(ks_[i_] >> shift_) & (B_ - 1)]++; \
+        int64_t acc_ = 0; \
+        for (int64_t b_ = 0; b_ < B_; b_++) { int64_t t_ = (hist)[b_]; (hist)[b_] = acc_; acc_ += t_; } \
+        for (int64_t i_ = 0; i_ < (n); i_++) { \
+            int64_t o_ = (hist)[(ks_[i_] >> shift_) & (B_ - 1)]++; \
+            kd_[o_] = ks_[i_]; id_[o_] = is_[i_]; \
+        } \
+        uint64_t *t1_ = ks_; ks_ = kd_; kd_ = t1_; IDX_T *t2_ = is_; is_ = id_; id_ = t2_; \
+    } \
+    if (is_ != (idx)) memcpy((idx), is_, sizeof(IDX_T) * (n)); \
+    (sorted) = ks_; \
+} while (0)
+
 /* Radix-sort the points by cell. Writes perm (sorted position -> original index), the sorted
    points, the sorted unique cell keys and cell starts (cell_start[m] = first sorted position of
    cell m, cell_start[M] = n). Returns M, or -1 when out of memory. */
@@ -216,19 +237,8 @@ int64_t grid_build(const float *pts, int64_t n, const double *lo, double inv_s, 
     if (!ka || !kb || !ib || !hist) { free(ka); free(kb); free(ib); free(hist); return -1; }
     int64_t c[3];
     for (int64_t i = 0; i < n; i++) { ka[i] = (uint64_t)cell_of(pts + 3 * i, lo, inv_s, dims, c); perm[i] = (int32_t)i; }
-    uint64_t *ks = ka, *kd = kb; int32_t *is = perm, *id = ib;
-    for (int shift = 0; shift < nbits; shift += D) {
-        memset(hist, 0, sizeof(int64_t) * B);
-        for (int64_t i = 0; i < n; i++) hist[(ks[i] >> shift) & (B - 1)]++;
-        int64_t acc = 0;
-        for (int b = 0; b < B; b++) { int64_t t = hist[b]; hist[b] = acc; acc += t; }
-        for (int64_t i = 0; i < n; i++) {
-            int64_t o = hist[(ks[i] >> shift) & (B - 1)]++;
-            kd[o] = ks[i]; id[o] = is[i];
-        }
-        uint64_t *t1 = ks; ks = kd; kd = t1; int32_t *t2 = is; is = id; id = t2;
-    }
-    if (is != perm) memcpy(perm, is, sizeof(int32_t) * n);
+    uint64_t *ks = ka;
+    RADIX_SORT(int32_t, ka, kb, perm, ib, n, nbits, D, hist, ks);
     int64_t m = 0;
     for (int64_t i = 0; i < n; i++) {
         const float *p = pts + 3 * (int64_t)perm[i];
@@ -992,19 +1002,9 @@ int argsort_f64(const double *x, int64_t n, int64_t *order) {
     uint64_t span = n ? hi ^ lo : 0;
     int nbits = 0;
     while (nbits < 64 && (span >> nbits)) nbits++;
-    uint64_t *ks = ka, *kd = kb; int64_t *is = order, *id = ob;
-    for (int shift = 0; shift < nbits; shift += D) {
-        memset(hist, 0, sizeof(int64_t) * B);
-        for (int64_t i = 0; i < n; i++) hist[(ks[i] >> shift) & (B - 1)]++;
-        int64_t acc = 0;
-        for (int b = 0; b < B; b++) { int64_t t = hist[b]; hist[b] = acc; acc += t; }
-        for (int64_t i = 0; i < n; i++) {
-            int64_t o = hist[(ks[i] >> shift) & (B - 1)]++;
-            kd[o] = ks[i]; id[o] = is[i];
-        }
-        uint64_t *t1 = ks; ks = kd; kd = t1; int64_t *t2 = is; is = id; id = t2;
-    }
-    if (is != order) memcpy(order, is, sizeof(int64_t) * n);
+    uint64_t *sorted_keys;
+    RADIX_SORT(int64_t, ka, kb, order, ob, n, nbits, D, hist, sorted_keys);
+    (void)sorted_keys;
     free(ka); free(kb); free(ob); free(hist);
     return 0;
 }
