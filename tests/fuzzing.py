@@ -32,6 +32,7 @@ Only ``ok`` and ``error`` are acceptable.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -393,12 +394,20 @@ def _zstd_zeros(n: int) -> bytes:
     return buf.getvalue()
 
 
-def b_header_field(d, rng):
+def _on_parsed_bundle(mutate):
+    """A mutator of the parsed (header, blobs) of a bundle, as a bytes -> bytes mutator; bytes that
+    no longer split into header and sections are returned unchanged."""
+    @functools.wraps(mutate)
+    def wrapper(d, rng):
+        sp = split_bundle(d)
+        return d if sp is None else mutate(*sp, rng)
+
+    return wrapper
+
+
+@_on_parsed_bundle
+def b_header_field(h, blobs, rng):
     """Edit one header / codec-meta field to an absurd value; valid CRC."""
-    sp = split_bundle(d)
-    if sp is None:
-        return d
-    h, blobs = sp
     meta = h.get("codec") if isinstance(h.get("codec"), dict) else {}
     targets = [(h, "count"), (h, "sh_degree"), (h, "num_features"), (h, "version"), (h, "format"), (h, "net"),
                (h, "codec"), (h, "sections"), (meta, "n"), (meta, "sh_degree"), (meta, "num_features"),
@@ -426,12 +435,9 @@ def b_header_field(d, rng):
     return join_bundle(h, blobs)
 
 
-def b_table(d, rng):
+@_on_parsed_bundle
+def b_table(h, blobs, rng):
     """Break the section table (lengths, offsets, raw lengths, codecs, names, order); valid CRC."""
-    sp = split_bundle(d)
-    if sp is None:
-        return d
-    h, blobs = sp
     tab = h["sections"]
     i = int(rng.integers(0, len(tab)))
     op = int(rng.integers(0, 9))
@@ -463,13 +469,10 @@ def b_table(d, rng):
     return join_bundle(h, blobs, fix_table=fix)
 
 
-def b_payload(d, rng):
+@_on_parsed_bundle
+def b_payload(h, blobs, rng):
     """Replace a section's payload (random bytes, corrupt zstd, random data of the right raw
     length, a frame declaring a different size) and fix its CRC in the table."""
-    sp = split_bundle(d)
-    if sp is None:
-        return d
-    h, blobs = sp
     i = int(rng.integers(0, len(blobs)))
     t = h["sections"][i]
     raw_len = t.get("raw_length", 0) if isinstance(t.get("raw_length"), int) else 0
@@ -495,15 +498,12 @@ FORGE_N = [0, 1, 2, 1000, 1 << 16, 1 << 20, 3 << 20, 1 << 22, 1 << 24, 1 << 28, 
 FORGE_MAX_RAW = 256 << 20
 
 
-def b_forge(d, rng):
+@_on_parsed_bundle
+def b_forge(h, blobs, rng):
     """A bundle with absurd counts that is otherwise fully consistent: every section is a zstd
     frame of exactly the raw length the counts imply (zeros, or 0xFF), all CRCs valid."""
     from sundae_compress.codec import section_lengths
 
-    sp = split_bundle(d)
-    if sp is None:
-        return d
-    h, blobs = sp
     meta = h["codec"]
     n = int(FORGE_N[int(rng.integers(0, len(FORGE_N)))])
     meta["n"] = h["count"] = n
@@ -553,12 +553,9 @@ def forge_bundle(d: bytes, n: int) -> bytes:
     return join_bundle(h, new)
 
 
-def b_header_bytes(d, rng):
+@_on_parsed_bundle
+def b_header_bytes(h, blobs, rng):
     """Replace the header JSON by odd bytes (deep nesting, non-UTF-8, non-object, huge), valid CRC."""
-    sp = split_bundle(d)
-    if sp is None:
-        return d
-    h, blobs = sp
     op = int(rng.integers(0, 6))
     if op == 0:
         depth = int(rng.choice([100, 10000, 200000]))
