@@ -4,28 +4,29 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo test bench clean
+.PHONY: venv demo test clean
 
 venv: $(STAMP)
 
 # torch's CPU build must come first: a plain `pip install -e .` would pull the multi-GB CUDA build.
+# Quiet: only the project's own progress and results reach the terminal (pip errors still do).
+PIP := $(BIN)/pip install -q --disable-pip-version-check --no-warn-script-location
+
 $(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[test]'
-	touch $(STAMP)
+	@echo "setting up $(VENV) (first run only: installs the CPU build of PyTorch, a few minutes)"
+	@$(PYTHON) -m venv $(VENV)
+	@$(PIP) --upgrade pip
+	@$(PIP) torch==2.13.0
+	@$(PIP) -e '.[test]' 2>&1 | grep -v -i -e '^\s*$$' -e 'setuptools' -e '^\*\*\*' -e '^!!' >&2 || true
+	@$(BIN)/python -c "import sundae_compress" && touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python examples/make_scene.py -o examples/out/scene.ply
-	$(BIN)/sundae-compress examples/out/scene.ply --ratio 0.1 -o examples/out/scene.sundae --overwrite
-	$(BIN)/sundae-inspect examples/out/scene.sundae
+	@$(BIN)/python examples/make_scene.py -o examples/out/scene.ply
+	@$(BIN)/sundae-compress examples/out/scene.ply --ratio 0.1 -o examples/out/scene.sundae --overwrite
+	@$(BIN)/sundae-inspect examples/out/scene.sundae
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
-
-bench: $(STAMP)
-	$(BIN)/python benchmarks/run_all.py
 
 clean:
 	rm -rf $(VENV) examples/out benchmarks/work

@@ -1,9 +1,9 @@
 """Speed and peak memory of merge-aware pruning on a large scene.
 
 A shared scene is tiled (side by side, with small jitter) to ``--n`` Gaussians (default 4.9 M) and
-pruned to ``--ratio`` (default 10 %) with ``select`` (spectral) followed by ``merge_into`` in each
-mode. Every mode runs in a fresh subprocess so that its peak RSS (``resource.getrusage``) is its
-own. Results go to ``benchmarks/results/merge_speed.{json,md}``.
+pruned to ``--ratio`` (default 10 %) with ``select`` (spectral) followed by ``merge_into`` (assign),
+or collapsed to the same count with ``collapse_to``. Every mode runs in a fresh subprocess so that its
+peak RSS (``resource.getrusage``) is its own. Results go to ``benchmarks/results/merge_speed.{json,md}``.
 
     .venv/bin/python benchmarks/bench_merge.py [--n 4900000] [--modes assign,collapse]
 """
@@ -50,6 +50,7 @@ def tiled_scene(name: str, n: int, seed: int = 0):
 
 
 def run_one(args) -> dict:
+    from sundae_compress.prune.collapse import collapse_to
     from sundae_compress.prune.merge import merge_into
 
     t0 = time.perf_counter()
@@ -61,8 +62,7 @@ def run_one(args) -> dict:
     c0 = ru.ru_utime + ru.ru_stime
     t0 = time.perf_counter()
     if args.mode == "collapse":
-        keep = np.arange(count)  # collapse ignores the survivors, only the count
-        stages["select"] = 0.0
+        stages["select"] = 0.0  # collapse chooses no survivors, only merges down to the count
     else:
         from sundae_compress.prune.select import select
 
@@ -70,7 +70,8 @@ def run_one(args) -> dict:
         stages["select"] = time.perf_counter() - t0
     t1 = time.perf_counter()
     timings = {}
-    out = merge_into(gs, keep, mode=args.mode, timings=timings)
+    out = (collapse_to(gs, count, timings=timings) if args.mode == "collapse"
+           else merge_into(gs, keep, timings=timings))
     stages["merge"] = time.perf_counter() - t1
     stages.update({f"merge/{k}": v for k, v in timings.items()})
     ru = resource.getrusage(resource.RUSAGE_SELF)

@@ -9,7 +9,7 @@ Markdown table is regenerated from all rows.
         --methods spectral0.5,random,collapse,st-decimate
 
 Method names: ``spectral0.3|0.5|0.7``, ``random``, ``opacity``, ``importance`` (selection only),
-the same with ``+assign`` (selection then merge_into mode "assign"), ``collapse`` (edge
+the same with ``+assign`` (selection then ``merge_into``, the assign mode), ``collapse`` (edge
 collapse), ``collapse+spectral`` (collapse steered by spectral scores, beta=1),
 ``st-decimate`` / ``st-decimate-adaptive`` (PlayCanvas splat-transform, if installed in /tmp/st).
 """
@@ -44,6 +44,7 @@ def _selector(name):
 def run_method(method: str, gs, count: int, scene: str, ratio: float):
     """Pruned GaussianSet for one method (or None when the tool is unavailable)."""
     from sundae_compress.io.ply import read_ply
+    from sundae_compress.prune.collapse import collapse_to
     from sundae_compress.prune.merge import merge_into
 
     if method.startswith("st-"):
@@ -58,15 +59,15 @@ def run_method(method: str, gs, count: int, scene: str, ratio: float):
             return None
         return read_ply(out)
     if method == "collapse":
-        return merge_into(gs, np.arange(count), mode="collapse")
+        return collapse_to(gs, count)
     if method == "collapse+spectral":
-        return merge_into(gs, np.arange(count), mode="collapse", beta=1.0)
+        return collapse_to(gs, count, beta=1.0)
     sel, merge = (method.split("+") + [None])[:2]
     name, gamma = _selector(sel)
     keep = select(gs, count, name, gamma=gamma)
     if merge is None:
         return gs.subset(keep)
-    return merge_into(gs, keep, mode=merge)
+    return merge_into(gs, keep)  # merge == "assign"
 
 
 def write_tables(rows):
@@ -75,8 +76,8 @@ def write_tables(rows):
     scenes = [s for s in SCENES if any(r["scene"] == s for r in rows)]
     lines = ["# Prune-only quality (PSNR dB / SSIM vs the original)", "",
              "refrender's renders: mean PSNR (and SSIM) over 6 orbit views at 320x240, reference = the original "
-             "scene. `+assign` = selection then `merge_into(mode=\"assign\")`; `collapse` = "
-             "`merge_into(mode=\"collapse\")` (pairwise edge collapse, selection-independent); `st-*` = "
+             "scene. `+assign` = selection then `merge_into` (assign); `collapse` = "
+             "`collapse_to` (pairwise edge collapse, selection-independent); `st-*` = "
              "PlayCanvas splat-transform (`-g cpu`). Empty cells were not run.", ""]
     for scene in scenes:
         ratios = sorted({r["ratio"] for r in rows if r["scene"] == scene})

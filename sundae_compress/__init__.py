@@ -6,11 +6,10 @@ import os as _os
 # 3-10x slower (benchmarks/results/render_speed.md). Must be set before torch is imported.
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+from ._version import __version__
 from .errors import BundleError, PlyError, SundaeError
 from .gaussians import GaussianSet
 from .api import CompressReport, compress, decompress, load_bundle, load_scene, prune_scene
-
-__version__ = "0.1.0"
 
 __all__ = ["GaussianSet", "SundaeError", "PlyError", "BundleError", "CompressReport", "compress", "decompress",
            "load_bundle", "load_scene", "prune_scene", "__version__"]

@@ -1,7 +1,12 @@
 """The importable pipeline: PLY → prune (+ merge) → optional fine-tune + net → ``.sundae``.
 
-Each stage lives in its own package (``io``, ``prune``, ``compensate``, ``codec``); this module only
-wires them together in reading order and keeps the report honest (counts, bytes, seconds per stage).
+Each stage lives in its own package (``io``, ``prune``, ``compensate``, ``codec``); this module
+wires them together in reading order, keeps the report honest (counts, bytes, seconds per stage)
+and makes every decision once: the budget (:class:`~.prune.select.Budget`), the merge mode
+(:func:`resolve_merge`), the output names (:func:`default_bundle_path`, :func:`default_decoded_path`),
+which cameras a command uses and where they come from (:func:`choose_views`, :func:`training_views`)
+and the training photos. It never prints: one-line notices go to the ``notify`` callback the
+command line passes (``cli.py`` / ``batch.py`` own all printing).
 
 >>> from sundae_compress import compress
 >>> report = compress("scene.ply", "scene.sundae", ratio=0.1, finetune=False)
@@ -11,15 +16,32 @@ wires them together in reading order and keeps the report honest (counts, bytes,
 from __future__ import annotations
 
 import os
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .errors import SundaeError
 from .gaussians import GaussianSet
-from .progress import info
+
+Notify = Optional[Callable[[str], None]]
+
+#: ``--ratio`` when neither ratio nor count is given.
+DEFAULT_RATIO = 0.1
+#: Properties every standard 3DGS PLY carries and the reader does not use (unworthy of a notice).
+STANDARD_UNUSED_PROPERTIES = ("nx", "ny", "nz")
+#: File names a scene's training cameras go by, looked for next to the scene.
+CAMERA_FILE_NAMES = ("cameras.json", "transforms.json")
+#: ``--cameras orbit``: generated orbit views even when a camera file lies next to the scene.
+ORBIT = "orbit"
+#: Generated views of ``sundae-render`` / ``sundae-eval``: count and size.
+DEFAULT_VIEWS = 8
+DEFAULT_VIEW_SIZE = (320, 240)
+#: Generated views for evaluation use another seed than fine-tuning's (seed 0), so their azimuths
+#: never coincide with a training view.
+EVAL_VIEW_SEED = 1
+#: Every ``HOLDOUT_EVERY``-th view of a camera file is held out from fine-tuning (and evaluated on).
+HOLDOUT_EVERY = 8
 
 #: ``merge="auto"``: pairwise edge collapse measured best at 10 % on every shared scene (guitar 33.87 dB
 #: vs 32.88 for spectral selection + assignment; benchmarks/results/prune_quality.md) but costs ~6 µs
@@ -57,6 +79,7 @@ class CompressReport:
     merge: Optional[str] = None
     finetune: Dict[str, Any] = field(default_factory=dict)
     net_bytes: int = 0
+    cameras: Optional[str] = None  # which cameras fine-tuning used, and where they came from
 
     @property
     def ratio(self) -> float:
@@ -73,20 +96,174 @@ class CompressReport:
         return d
 
 
-def _check_output(output: Path, overwrite: bool) -> None:
+# ----------------------------------------------------------------------------------------------
+# files: names, the user's source scene, bundles given as scenes
+# ----------------------------------------------------------------------------------------------
+def default_bundle_path(scene) -> Path:
+    """``scene.ply`` → ``scene.sundae`` (next to it)."""
+    return Path(scene).with_suffix(".sundae")
+
+
+def default_decoded_path(bundle) -> Path:
+    """``X.sundae`` → ``X.decoded.ply``: never the name of the ``X.ply`` it was probably made from."""
+    return Path(bundle).with_suffix(".decoded.ply")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _check_output(output: Path, overwrite: bool, source: Optional[Path] = None) -> None:
+    if source is not None and (_same_file(output, source) or output.resolve() == source.resolve()):
+        raise SundaeError(f"{output} is the input scene itself; choose another output name")
+    if output.exists() and output.is_dir():
+        raise SundaeError(f"{output} is a directory, expected a file path")
     if output.exists() and not overwrite:
         raise SundaeError(f"{output} already exists (use --overwrite to replace it)")
-    if output.exists() and output.is_dir():
-        raise SundaeError(f"{output} is a directory, expected a file path for the bundle")
     parent = output.parent if str(output.parent) else Path(".")
     if not parent.exists():
         raise SundaeError(f"output folder {parent} does not exist")
 
 
+def _is_bundle(path: Path) -> bool:
+    from .io.bundle import MAGIC
+
+    try:
+        with open(path, "rb") as f:
+            return f.read(len(MAGIC)) == MAGIC
+    except OSError:
+        return False
+
+
+def recorded_source(output: Path, source_info: Optional[dict]) -> bool:
+    """True when ``output`` is (by name or by exact size) the source scene a bundle's header
+    records (``source_info`` = the header's ``source``): the one file decompressing must not replace."""
+    src = source_info or {}
+    if not output.is_file():
+        return False
+    if src.get("file") and output.name == src["file"]:
+        return True
+    return isinstance(src.get("bytes"), int) and src["bytes"] > 0 and output.stat().st_size == src["bytes"]
+
+
+# ----------------------------------------------------------------------------------------------
+# cameras and photos: which views a command uses, and one line saying where they came from
+# ----------------------------------------------------------------------------------------------
+@dataclass
+class Views:
+    """Cameras chosen for a command (None: let fine-tuning generate its own orbit views) and
+    ``source``, one line for the user saying which cameras these are and where they came from."""
+    cameras: Optional[list]
+    source: str
+    images: Optional[list] = None
+
+
+def find_cameras_for(scene_path) -> Optional[Path]:
+    """cameras.json of a 3DGS output dir (OUT/point_cloud/iteration_N/point_cloud.ply ->
+    OUT/cameras.json), or a cameras.json / transforms.json next to the PLY; None if absent."""
+    p = Path(scene_path).resolve()
+    cands = []
+    for parent in p.parents:
+        if parent.name == "point_cloud":
+            cands.append(parent.parent / "cameras.json")
+            break
+    cands += [p.parent / name for name in CAMERA_FILE_NAMES]
+    return next((c for c in cands if c.is_file()), None)
+
+
+def _camera_file(scene_path, cameras) -> Tuple[Optional[Path], str]:
+    """(camera file or None for generated views, why) for ``--cameras`` = None/"auto"/"orbit"/a path."""
+    if cameras is None or str(cameras) == "auto":
+        found = find_cameras_for(scene_path) if scene_path is not None else None
+        if found is not None:
+            return found, f"found next to {Path(scene_path).name}; --cameras orbit to generate views instead"
+        where = f" next to {Path(scene_path).name}" if scene_path is not None else ""
+        return None, f"no {' or '.join(CAMERA_FILE_NAMES)}{where}"
+    if str(cameras) == ORBIT:
+        return None, "--cameras orbit"
+    return Path(cameras), "--cameras"
+
+
+def _size_text(cams) -> str:
+    sizes = sorted({(c.width, c.height) for c in cams})
+    return f"{sizes[0][0]}x{sizes[0][1]}" + (" and other sizes" if len(sizes) > 1 else "")
+
+
+def choose_views(gs, scene_path=None, *, cameras=None, views: Optional[int] = None, size=None, up=None,
+                 held_out: bool = False) -> Views:
+    """Views for rendering or evaluating a scene (``sundae-render``, ``sundae-eval``).
+
+    ``cameras``: None (a camera file next to the scene if there is one, see :func:`find_cameras_for`,
+    else generated), :data:`ORBIT` (generated), or a camera file. Generated: ``views`` (default
+    :data:`DEFAULT_VIEWS`) orbit views at ``size`` (default :data:`DEFAULT_VIEW_SIZE`). A camera file:
+    its views (the first ``views``), at ``size`` if given. With ``held_out``, only views fine-tuning
+    never trains on: the held-out split of a camera file (every :data:`HOLDOUT_EVERY`-th), or
+    generated views at another azimuth phase (:data:`EVAL_VIEW_SEED`)."""
+    from .render.cameras import generate_cameras, load_cameras, split_views
+
+    path, why = _camera_file(scene_path, cameras)
+    if path is not None:
+        cams = all_cams = load_cameras(path)
+        what = f"{len(all_cams)}"
+        if held_out:
+            cams = split_views(all_cams, HOLDOUT_EVERY)[1]
+            what = f"{len(cams)} held-out (every {HOLDOUT_EVERY}th) of the {len(all_cams)}"
+        if size is not None:
+            cams = [c.scaled(*size) for c in cams]
+        if views and views < len(cams):
+            what = f"the first {views} of " + (f"those {len(cams)}" if held_out else what)
+            cams = cams[:views]
+        return Views(cams, f"cameras: {what} views in {path} at {_size_text(cams)} ({why})")
+    w, h = size or DEFAULT_VIEW_SIZE
+    n = views or DEFAULT_VIEWS
+    cams = generate_cameras(gs, n=n, width=w, height=h, up=up, seed=EVAL_VIEW_SEED if held_out else 0)
+    return Views(cams, f"cameras: {n} generated orbit views at {w}x{h} ({why})")
+
+
+def training_views(scene_path, *, cameras=None, images=None) -> Views:
+    """Cameras (and photos) for fine-tuning: a camera file (given, or found next to the scene) or,
+    with ``cameras=None`` in the result, the orbit views fine-tuning generates itself. ``cameras``
+    may also be an already loaded list of cameras, ``images`` a folder of photos matching them
+    (loaded here, :func:`~sundae_compress.io.images.load_images`) or a loaded list."""
+    from .render.cameras import load_cameras
+
+    if isinstance(cameras, (list, tuple)):
+        cams, line = list(cameras), f"cameras: {len(cameras)} given views"
+    else:
+        path, why = _camera_file(scene_path, cameras)
+        if path is None:
+            if images is not None:
+                raise SundaeError("--images needs --cameras describing those photos")
+            return Views(None, f"cameras: generated orbit views around the scene ({why})")
+        cams = load_cameras(path)
+        line = f"cameras: {len(cams)} views in {path} at {_size_text(cams)} ({why})"
+    imgs = None
+    if isinstance(images, dict):
+        imgs = images
+    elif images is not None:
+        if not isinstance(images, (list, tuple)):
+            from .io.images import load_images
+
+            line += f", photos from {images}"
+            images = load_images(images, cams)
+        imgs = {c.name: img for c, img in zip(cams, images)}  # what fine-tuning looks photos up by
+    return Views(cams, line, imgs)
+
+
+# ----------------------------------------------------------------------------------------------
+# the pipeline
+# ----------------------------------------------------------------------------------------------
 def load_scene(path, *, strict: bool = False, sh_degree: Optional[int] = None) -> GaussianSet:
     """Read a PLY scene (see :func:`sundae_compress.io.ply.read_ply`)."""
     from .io.ply import read_ply
 
+    path = Path(path)
+    if path.is_file() and _is_bundle(path):
+        raise SundaeError(f"{path} is a .sundae bundle, not a PLY scene "
+                          f"(sundae-decompress turns it back into a PLY)")
     return read_ply(path, strict=strict, sh_degree=sh_degree)
 
 
@@ -94,34 +271,44 @@ def prune_scene(gs: GaussianSet, *, ratio=None, count=None, method="spectral", g
                 merge: Optional[str] = "auto", seed: int = 0) -> GaussianSet:
     """Keep exactly the budget: select with ``method`` and fold the rest in (``merge``), or with
     ``merge="collapse"`` merge pairs until the budget is reached (the selector is then unused)."""
-    from .prune.merge import prune
     from .prune.select import resolve_budget
 
-    budget = resolve_budget(len(gs), ratio=ratio, count=count)
-    return prune(gs, budget, method=method, gamma=gamma, merge=resolve_merge(merge, len(gs)), seed=seed)
+    return _prune(gs, resolve_budget(len(gs), ratio=ratio, count=count), method, gamma,
+                  resolve_merge(merge, len(gs)), seed)
+
+
+def _prune(gs: GaussianSet, count: int, method: str, gamma: float, merge: Optional[str], seed: int):
+    from .prune.merge import prune
+
+    return prune(gs, count, method=method, gamma=gamma, merge=merge, seed=seed)
 
 
 def compress(input, output=None, *, ratio: Optional[float] = None, count: Optional[int] = None,
              gamma: float = 0.5, method: str = "spectral", merge: Optional[str] = "auto",
              finetune: bool = True, sh_degree: Optional[int] = None, strict: bool = False,
              overwrite: bool = False, settings=None, cameras=None, images=None,
-             finetune_options: Optional[Dict[str, Any]] = None, seed: int = 0) -> CompressReport:
+             finetune_options: Optional[Dict[str, Any]] = None, seed: int = 0,
+             notify: Notify = None) -> CompressReport:
     """Compress one PLY scene into a ``.sundae`` bundle; returns a :class:`CompressReport`.
 
     ``ratio`` (0 < r ≤ 1) or ``count`` sets the number of Gaussians kept (default ratio 0.1).
-    ``finetune`` distils the original scene into the pruned one and trains the compensation net.
+    ``finetune`` distils the original scene into the pruned one and trains the compensation net,
+    on ``cameras`` (see :func:`training_views`: a camera file, "orbit", loaded cameras, or None to
+    use a cameras.json next to the scene) and optional ``images``. ``notify`` receives one-line
+    notices (the cameras used, dropped rows, unexpected properties) as they happen.
     """
     from .io.bundle import write_bundle
+    from .prune.select import Budget
 
+    say = notify or (lambda _msg: None)
     t0 = time.perf_counter()
     input = Path(input)
-    output = Path(output) if output is not None else input.with_suffix(".sundae")
-    _check_output(output, overwrite)
-    if ratio is None and count is None:
-        ratio = 0.1
-    from .prune.select import resolve_budget
-
-    resolve_budget(sys.maxsize, ratio=ratio, count=count)  # option errors before a long read
+    output = Path(output) if output is not None else default_bundle_path(input)
+    if input.is_file() and _is_bundle(input):
+        load_scene(input)  # the one-line "is a bundle, not a PLY" error
+    _check_output(output, overwrite, source=input)
+    wanted = Budget.parse(ratio, count) if (ratio, count) != (None, None) else Budget.parse(DEFAULT_RATIO)
+    views = training_views(input, cameras=cameras, images=images) if finetune else None
     report = CompressReport(input=str(input), output=str(output), method=method)
 
     t = time.perf_counter()
@@ -133,32 +320,28 @@ def compress(input, output=None, *, ratio: Optional[float] = None, count: Option
     report.ignored_properties = list(gs.meta.get("ignored_properties", []))
     report.bytes_in = int(gs.meta.get("source_bytes", os.path.getsize(input)))
     if report.dropped_rows:
-        info(f"dropped {report.dropped_rows:,} rows with NaN/Inf values")
-    if report.ignored_properties:
-        info(f"ignored properties: {', '.join(report.ignored_properties)}")
+        say(f"dropped {report.dropped_rows:,} rows with NaN/Inf values")
+    unexpected = [p for p in report.ignored_properties if p not in STANDARD_UNUSED_PROPERTIES]
+    if unexpected:
+        say(f"ignored properties: {', '.join(unexpected)}")
 
     t = time.perf_counter()
-    budget = resolve_budget(len(gs), ratio=ratio, count=count)
+    budget = wanted.of(len(gs))
     report.merge = resolve_merge(merge, len(gs))
     net_bytes = None
     net_meta = None
     if finetune:
         from .compensate.train import finetune as run_finetune
 
+        report.cameras = views.source
+        say(views.source)
         opts = dict(finetune_options or {})
-        if cameras is None:  # a 3DGS output folder (or a generated example) ships its training views
-            from .render.cameras import find_cameras_for, load_cameras
-
-            found = find_cameras_for(input)
-            if found is not None:
-                info(f"using cameras from {found}")
-                cameras = load_cameras(found)
-        pruned = prune_scene(gs, count=budget, method=method, gamma=gamma, merge=report.merge, seed=seed) \
-            if not opts.get("prune_schedule") else gs
+        pruned = _prune(gs, budget, method, gamma, report.merge, seed) if not opts.get("prune_schedule") else gs
         report.stages["prune"] = time.perf_counter() - t
         t = time.perf_counter()
-        result = run_finetune(gs, pruned, cameras=cameras, images=images, seed=seed, codec_settings=settings,
-                              target_count=budget, method=method, gamma=gamma, merge=report.merge, **opts)
+        result = run_finetune(gs, pruned, cameras=views.cameras, images=views.images, seed=seed,
+                              codec_settings=settings, target_count=budget, method=method, gamma=gamma,
+                              merge=report.merge, **opts)
         kept = result.gaussians
         report.finetune = result.summary()
         if result.net is not None:
@@ -168,7 +351,7 @@ def compress(input, output=None, *, ratio: Optional[float] = None, count: Option
             net_meta = dict(result.net_meta(), params=result.net.num_params())
         report.stages["finetune"] = time.perf_counter() - t
     else:
-        kept = prune_scene(gs, count=budget, method=method, gamma=gamma, merge=report.merge, seed=seed)
+        kept = _prune(gs, budget, method, gamma, report.merge, seed)
         report.stages["prune"] = time.perf_counter() - t
     report.kept_count = len(kept)
 
@@ -176,7 +359,7 @@ def compress(input, output=None, *, ratio: Optional[float] = None, count: Option
     bundle_info = {
         "source": {"file": input.name, "bytes": report.bytes_in, "count": report.source_count,
                    "valid": report.valid_count, "dropped_rows": report.dropped_rows},
-        "pipeline": {"ratio": ratio, "count": budget,
+        "pipeline": {"ratio": wanted.ratio, "count": budget,
                      "method": None if report.merge == "collapse" else method,  # collapse uses no selector
                      "gamma": gamma,
                      "merge": report.merge, "finetune": report.finetune or None},
@@ -202,7 +385,7 @@ def load_for_render(path):
     path = Path(path)
     if not path.exists():
         raise SundaeError(f"{path}: no such file")
-    if path.suffix.lower() != ".sundae":
+    if not _is_bundle(path):
         return load_scene(path), None
     from .compensate import postprocess_from_bundle
 
@@ -210,12 +393,37 @@ def load_for_render(path):
     return b.gaussians, postprocess_from_bundle(b)
 
 
-def decompress(bundle_path, output, *, overwrite: bool = False) -> GaussianSet:
-    """Decode a bundle's Gaussians into a standard 3DGS PLY that any viewer opens."""
+def prepare_image_folder(path) -> Path:
+    """Check (and create) the folder ``sundae-render`` writes into, before anything is rendered."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise SundaeError(f"{path} is a file; -o takes a folder for the PNGs")
+    if not path.exists() and path.suffix.lower() in (".ply", ".sundae", ".png", ".jpg", ".jpeg", ".json"):
+        raise SundaeError(f"{path} looks like a file name; -o takes a folder for the PNGs")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise SundaeError(f"cannot create {path}: {e.strerror or e}") from None
+    if not os.access(path, os.W_OK):
+        raise SundaeError(f"{path}: folder is not writable")
+    return path
+
+
+def decompress(bundle_path, output=None, *, overwrite: bool = False,
+               overwrite_source: bool = False) -> GaussianSet:
+    """Decode a bundle's Gaussians into a standard 3DGS PLY that any viewer opens (default name
+    :func:`default_decoded_path`). ``overwrite`` replaces an existing file, except the bundle's own
+    recorded source scene (:func:`recorded_source`), which needs ``overwrite_source`` too."""
     from .io.ply import write_ply
 
-    output = Path(output)
+    output = Path(output) if output is not None else default_decoded_path(bundle_path)
+    if _same_file(output, Path(bundle_path)):
+        raise SundaeError(f"{output} is the bundle itself; choose another output name")
     _check_output(output, overwrite)
-    gs = load_bundle(bundle_path).gaussians
-    write_ply(gs.replace(features=None), output)
-    return gs
+    b = load_bundle(bundle_path)
+    if recorded_source(output, b.header.get("source")) and not overwrite_source:
+        raise SundaeError(f"{output} looks like the source scene {bundle_path} was made from "
+                          f"(recorded in the bundle); refusing to replace it with the decoded scene "
+                          f"(use --overwrite-source if you really mean it)")
+    write_ply(b.gaussians.replace(features=None), output)
+    return b.gaussians

@@ -27,6 +27,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import re
@@ -37,6 +38,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from .errors import SundaeError
+from .io.atomic import atomic_write, temp_glob
 from .progress import Progress, info, is_quiet, set_quiet
 
 MEM_BASE = {False: 300e6, True: 600e6}  # keyed by "fine-tuning on"
@@ -45,10 +47,8 @@ MEM_SHARE = 0.7
 REPORT_NAMES = ("batch_report.csv", "batch_report.json")
 LOCK_NAME = ".sundae-batch.lock"
 
-try:  # the temporary-file pattern of write_bundle (mkstemp(prefix=f".{name}.", suffix=".tmp"))
-    from .io.bundle import TEMP_GLOB
-except ImportError:  # pragma: no cover - until io.bundle exports it
-    TEMP_GLOB = ".*.sundae.*.tmp"
+#: the temporary files of atomic writes of bundles (``.NAME.sundae.<random>.tmp``), left only by a killed run
+TEMP_GLOB = temp_glob("*.sundae")
 
 
 @dataclass
@@ -77,13 +77,17 @@ class SceneResult:
 @dataclass
 class BatchResult:
     results: List[SceneResult] = field(default_factory=list)
+    #: Ctrl-C / SIGTERM stopped the batch; ``not_started`` scenes were never converted
+    interrupted: bool = False
+    not_started: List[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return all(r.status != "failed" for r in self.results)
+        return not self.interrupted and all(r.status != "failed" for r in self.results)
 
     def to_dict(self) -> Dict[str, Any]:
-        return {"ok": self.ok, "scenes": [asdict(r) for r in self.results],
+        return {"ok": self.ok, "interrupted": self.interrupted, "scenes": [asdict(r) for r in self.results],
+                "not_started": list(self.not_started),
                 "counts": {s: sum(r.status == s for r in self.results) for s in ("ok", "skipped", "failed")}}
 
 
@@ -162,7 +166,8 @@ def bundle_is_complete(path: Path, source: Optional[Path] = None) -> bool:
 def _skipped_result(scene: Scene, d: dict) -> SceneResult:
     src = d.get("source") or {}
     mb_in = (src.get("bytes") or 0) / 1e6
-    return SceneResult(scene.name, "skipped", int(src.get("valid_count") or src.get("count") or 0), int(d["count"]),
+    valid = src.get("valid") if isinstance(src.get("valid"), int) else src.get("count")  # the bundle records "valid"
+    return SceneResult(scene.name, "skipped", int(valid or 0), int(d["count"]),
                        mb_in, d["file_bytes"] / 1e6, mb_in * 1e6 / d["file_bytes"] if d["file_bytes"] else 0.0,
                        output=str(scene.output))
 
@@ -180,25 +185,50 @@ def _mark_collisions(scenes: List[Scene]) -> Dict[str, str]:
     return bad
 
 
-def _lock(outdir: Path):
-    """An exclusive lock on OUTDIR (released by the kernel when the process exits)."""
-    try:
+class _Lock:
+    """An exclusive ``flock`` on ``OUTDIR/.sundae-batch.lock``: the kernel drops it when the process
+    dies (so a killed run never blocks the next one), and :meth:`release` deletes the file, so a
+    finished or interrupted batch leaves nothing behind."""
+
+    def __init__(self, outdir: Path):
         import fcntl
+
+        self.path = outdir / LOCK_NAME
+        while True:
+            f = open(self.path, "a+")
+            try:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                f.close()
+                raise SundaeError(f"{outdir}: another sundae-compress batch is writing to this folder") from None
+            try:  # the holder we waited behind may have deleted the file: lock the one on disk
+                if os.stat(self.path).st_ino == os.fstat(f.fileno()).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
+            f.close()
+        self.file = f
+
+    def release(self) -> None:
+        try:
+            os.unlink(self.path)  # while still holding the lock: nobody else owns this file
+        except OSError:
+            pass
+        self.file.close()
+
+
+def _lock(outdir: Path) -> Optional[_Lock]:
+    try:
+        return _Lock(outdir)
     except ImportError:  # pragma: no cover - not on POSIX
         return None
-    f = open(outdir / LOCK_NAME, "a+")
-    try:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        f.close()
-        raise SundaeError(f"{outdir}: another sundae-compress batch is writing to this folder") from None
-    return f
 
 
 def _remove_stale_temps(outdir: Path) -> int:
     n = 0
     if outdir.is_dir():
-        for p in outdir.rglob(TEMP_GLOB):
+        stale = list(outdir.rglob(TEMP_GLOB)) + [p for n in REPORT_NAMES for p in outdir.glob(temp_glob(n))]
+        for p in stale:
             try:
                 p.unlink()
                 n += 1
@@ -217,12 +247,7 @@ def _run_scene(scene: Scene, options: Dict[str, Any], evaluate: bool, quiet: boo
         from .api import compress
 
         scene.output.parent.mkdir(parents=True, exist_ok=True)
-        cams = None
-        if scene.cameras is not None and options.get("finetune"):
-            from .render.cameras import load_cameras
-
-            cams = load_cameras(scene.cameras)
-        rep = compress(scene.ply, scene.output, overwrite=True, cameras=cams, **options)
+        rep = compress(scene.ply, scene.output, overwrite=True, cameras=scene.cameras, notify=info, **options)
         res = SceneResult(scene.name, "ok", rep.valid_count, rep.kept_count, rep.bytes_in / 1e6,
                           rep.bytes_out / 1e6, rep.ratio, output=str(scene.output))
         if evaluate:
@@ -242,14 +267,13 @@ def _run_scene(scene: Scene, options: Dict[str, Any], evaluate: bool, quiet: boo
 
 
 def _evaluate(scene: Scene) -> float:
-    from .api import load_for_render, load_scene
+    from .api import choose_views, load_for_render, load_scene
     from .evaluate import evaluate_and_report
-    from .render.cameras import views_for
 
     orig = load_scene(scene.ply)
     cand, post = load_for_render(scene.output)
-    cams = views_for(orig, scene.ply, cameras=scene.cameras, held_out=True)
-    return float(evaluate_and_report(orig, cand, cams, postprocess=post)["psnr"])
+    views = choose_views(orig, scene.ply, cameras=scene.cameras, held_out=True)
+    return float(evaluate_and_report(orig, cand, views.cameras, postprocess=post)["psnr"])
 
 
 def _memory_available() -> float:
@@ -309,7 +333,7 @@ def run_batch(input_dir, outdir, *, jobs: int = 1, overwrite: bool = False, eval
         return _run_locked(scenes, outdir, jobs, overwrite, evaluate, as_json, options)
     finally:
         if lock is not None:
-            lock.close()
+            lock.release()
 
 
 def _run_locked(scenes, outdir, jobs, overwrite, evaluate, as_json, options) -> BatchResult:
@@ -357,7 +381,10 @@ def _run_locked(scenes, outdir, jobs, overwrite, evaluate, as_json, options) -> 
                     done(_run_scene(s, options, evaluate, is_quiet()))
             else:
                 _run_parallel(todo, options, evaluate, jobs, done)
-    except BaseException:  # Ctrl-C / SIGTERM: still leave a report of what was done
+    except BaseException:  # Ctrl-C / SIGTERM: still leave an honest report of what was done
+        result.interrupted = True
+        finished = {r.scene for r in result.results}
+        result.not_started = [s.name for s in todo if s.name not in finished]
         try:
             finish()
         except Exception:
@@ -430,14 +457,12 @@ def format_table(result: BatchResult) -> str:
 
 
 def _write_reports(result: BatchResult, outdir: Path) -> None:
-    rows = [asdict(r) for r in result.results]
     csv_path, json_path = (outdir / n for n in REPORT_NAMES)
-    tmp = csv_path.with_suffix(".csv.part")
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(SceneResult.__dataclass_fields__))
-        w.writeheader()
-        w.writerows(rows)
-    os.replace(tmp, csv_path)
-    tmp = json_path.with_suffix(".json.part")
-    tmp.write_text(json.dumps(result.to_dict(), indent=2))
-    os.replace(tmp, json_path)
+    text = io.StringIO()
+    w = csv.DictWriter(text, fieldnames=list(SceneResult.__dataclass_fields__))
+    w.writeheader()
+    w.writerows(asdict(r) for r in result.results)
+    with atomic_write(csv_path) as f:
+        f.write(text.getvalue().encode())
+    with atomic_write(json_path) as f:
+        f.write(json.dumps(result.to_dict(), indent=2).encode())

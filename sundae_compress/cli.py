@@ -1,8 +1,9 @@
 """Command line: a thin layer over :mod:`sundae_compress.api`.
 
-Every command turns our own errors (bad input, impossible options) into one line on stderr,
-``error: <message>``, and exit code 1; Ctrl-C exits 130. Nothing prints a traceback unless
-``SUNDAE_DEBUG=1`` is set.
+Every command turns our own errors (bad input, impossible options) and click's option parsing
+errors into one line on stderr, ``error: <message>``, and exit code 1; Ctrl-C exits 130. Nothing
+prints a traceback unless ``SUNDAE_DEBUG=1`` is set. This module (with ``batch.py``) owns all
+printing and presentation: progress notices go to stderr, results to stdout.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from pathlib import Path
 
 import click
 
+from ._version import __version__
 from .errors import SundaeError
-from .progress import set_quiet
+from .progress import info, set_quiet
 
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130
@@ -25,6 +27,33 @@ EXIT_INTERRUPTED = 130
 def _fail(message: str, code: int = EXIT_ERROR):
     click.echo(f"error: {message}", err=True)
     sys.exit(code)
+
+
+class Command(click.Command):
+    """A click command whose own parsing errors follow the project's convention: one line
+    ``error: …`` (with a pointer to ``--help``) and exit 1, instead of a usage block and exit 2."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        try:
+            rv = super().main(args=args, prog_name=prog_name, complete_var=complete_var,
+                              standalone_mode=False, **extra)
+        except click.UsageError as e:
+            msg = e.format_message()
+            prog = e.ctx.command_path if e.ctx is not None else (prog_name or self.name)
+            _fail(f"{msg[:1].lower()}{msg[1:].rstrip('.')} (see {prog} --help)")
+        except click.ClickException as e:
+            _fail(e.format_message())
+        except click.exceptions.Abort:
+            _fail("interrupted", EXIT_INTERRUPTED)
+        if not standalone_mode:
+            return rv
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def command(fn):
+    """``@command``: a :class:`Command` with ``-h/--help`` and ``--version``."""
+    fn = click.version_option(__version__, "--version", message="%(prog)s " + __version__)(fn)
+    return click.command(cls=Command, context_settings={"help_option_names": ["-h", "--help"]})(fn)
 
 
 def guarded(fn):
@@ -70,13 +99,15 @@ def _method_choices():
     return ["spectral", "random", "opacity", "importance"]
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@command
 @click.argument("input", type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Output .sundae (default IN.sundae), or a folder for batch input.")
 @click.option("--ratio", type=float, help="Share of the valid Gaussians to keep, 0 < r <= 1 (default 0.1).")
 @click.option("--count", type=int, help="Exact number of Gaussians to keep (instead of --ratio).")
 @click.option("--gamma", type=float, default=0.5, show_default=True, help="Band-stop share taken from the high-frequency end.")
-@click.option("--method", type=click.Choice(_method_choices()), default="spectral", show_default=True)
+@click.option("--method", type=click.Choice(_method_choices()), default="spectral", show_default=True,
+              help="Which Gaussians survive: spectral band-stop (SUNDAE), random, most opaque, or largest "
+                   "opacity x area. Unused by the collapse merge.")
 @click.option("--merge/--no-merge", default=True, show_default=True, help="Fold removed Gaussians into the survivors.")
 @click.option("--merge-mode", type=click.Choice(["assign", "collapse"]), default=None, help="Merge algorithm (default: the best measured).")
 @click.option("--finetune/--no-finetune", default=True, show_default=True, help="Distil the original into the pruned scene + compensation net.")
@@ -85,9 +116,11 @@ def _method_choices():
 @click.option("--resolution", type=int, help="Long side of the fine-tuning renders in pixels.")
 @click.option("--features", type=int, default=None, help="Extra learned feature channels per Gaussian for the net.")
 @click.option("--prune-schedule", default=None, help="Continuous pruning during fine-tuning, e.g. every=50,share=0.3.")
-@click.option("--cameras", type=click.Path(path_type=Path), help="cameras.json / transforms.json for fine-tuning views.")
+@click.option("--cameras", help="cameras.json / transforms.json for fine-tuning views, or 'orbit' for generated "
+                                "views (default: a cameras.json / transforms.json next to the scene, else orbit).")
 @click.option("--images", type=click.Path(path_type=Path), help="Folder of training photos matching --cameras (instead of distillation).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Random seed of selection, generated views and fine-tuning (same seed, same bundle).")
 @click.option("--sh-degree", type=click.IntRange(0, 3), help="Drop SH bands above this degree.")
 @click.option("--strict", is_flag=True, help="Refuse rows with NaN/Inf instead of dropping them.")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
@@ -123,21 +156,9 @@ def compress_main(input, output, ratio, count, gamma, method, merge, merge_mode,
 
     from .api import compress
 
-    cams = None
-    if cameras is not None:
-        from .render.cameras import load_cameras
-
-        cams = load_cameras(cameras)
-    imgs = None
-    if images is not None:
-        if cams is None:
-            raise SundaeError("--images needs --cameras describing those photos")
-        from .render.cameras import load_images
-
-        imgs = load_images(images, cams)
     report = compress(input, output, ratio=ratio, count=count, gamma=gamma, method=method, merge=merge_arg,
                       finetune=finetune, sh_degree=sh_degree, strict=strict, overwrite=overwrite,
-                      cameras=cams, images=imgs, finetune_options=ft_opts, seed=seed)
+                      cameras=cameras, images=images, finetune_options=ft_opts, seed=seed, notify=info)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
     else:
@@ -147,91 +168,204 @@ def compress_main(input, output, ratio, count, gamma, method, merge, merge_mode,
 # ----------------------------------------------------------------------------------------------
 # sundae-inspect / sundae-decompress
 # ----------------------------------------------------------------------------------------------
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@command
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @guarded
 def inspect_main(bundle, as_json):
     """Report what a .sundae bundle holds: counts, bounds, bytes per section, net."""
-    from .io.bundle import format_inspect, inspect_bundle
+    from .io.bundle import inspect_bundle  # numpy + zstandard only: no torch for a size report
 
     d = inspect_bundle(bundle)
     click.echo(json.dumps(d, indent=2) if as_json else format_inspect(d))
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("bundle", type=click.Path(path_type=Path))
-@click.option("-o", "--output", type=click.Path(path_type=Path), help="Output PLY (default BUNDLE.ply).")
-@click.option("--overwrite", is_flag=True)
-@guarded
-def decompress_main(bundle, output, overwrite):
-    """Decode a .sundae bundle into a standard 3DGS PLY."""
-    from .api import decompress
+def _fmt_bytes(b) -> str:
+    if not isinstance(b, (int, float)):
+        return "?"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if b < 1024 or unit == "GiB":
+            return f"{b:.0f} {unit}" if unit == "B" else f"{b:.2f} {unit}"
+        b /= 1024.0
 
-    output = output or bundle.with_suffix(".ply")
-    gs = decompress(bundle, output, overwrite=overwrite)
+
+def format_pipeline(p: dict) -> str:
+    """The bundle's recorded pipeline in words, e.g. ``kept 9,019 Gaussians (ratio 0.1); spectral
+    selection (gamma 0.5) + assign merge; fine-tuned 300 iterations at 224 px, net 10,339 params``."""
+    count, ratio = p.get("count"), p.get("ratio")
+    parts = [f"kept {count:,} Gaussians" if isinstance(count, int) else "kept ? Gaussians"]
+    if ratio is not None:
+        parts[0] += f" (ratio {ratio:g})"
+    merge, method = p.get("merge"), p.get("method")
+    if merge == "collapse":
+        parts.append("pairwise edge-collapse merge (no selector)")
+    else:
+        sel = f"{method or '?'} selection" + (f" (gamma {p['gamma']:g})" if method == "spectral"
+                                             and isinstance(p.get("gamma"), (int, float)) else "")
+        parts.append(sel + (f" + {merge} merge" if merge else ", no merge"))
+    ft = p.get("finetune")
+    if not ft:
+        parts.append("no fine-tuning")
+    else:
+        t = "fine-tuned"
+        if ft.get("iterations") is not None:
+            t += f" {ft['iterations']} iterations"
+        res = ft.get("resolution")
+        if isinstance(res, (list, tuple)) and len(res) == 2:
+            t += f" at {res[0]}x{res[1]} px"
+        elif res is not None:
+            t += f" at {res} px"
+        if ft.get("test_psnr_end") is not None:
+            t += f", held-out PSNR {ft.get('test_psnr_start', 0):.2f} -> {ft['test_psnr_end']:.2f} dB"
+        if ft.get("net_params"):
+            t += f", net {ft['net_params']:,} params"
+        parts.append(t)
+    return "; ".join(parts)
+
+
+def format_inspect(d: dict) -> str:
+    """Human-readable table of :func:`~sundae_compress.io.bundle.inspect_bundle`'s dict."""
+    lines = [f"{d['path']}  (.sundae v{d['format_version']}, {d.get('created_by') or '?'})",
+             f"  Gaussians      {d['count']:,}   SH degree {d['sh_degree']}   features {d['num_features']}",
+             f"  file size      {d['file_bytes']:,} bytes ({_fmt_bytes(d['file_bytes'])}), "
+             f"{d['bits_per_gaussian']} bits/Gaussian"]
+    b = d.get("bounds") or {}
+    if b:
+        def fmt(v):
+            return "(" + ", ".join(f"{x:.4g}" for x in v) + ")"
+
+        lines.append(f"  bounds         {fmt(b['min'])} .. {fmt(b['max'])}")
+    src = d.get("source")
+    if src:
+        nbytes = f"{src['bytes']:,} bytes" if isinstance(src.get("bytes"), int) else "? bytes"
+        count = f"{src['count']:,}" if isinstance(src.get("count"), int) else "?"
+        valid = f"{src['valid']:,}" if isinstance(src.get("valid"), int) else "?"
+        lines.append(f"  source         {src.get('file') or '?'}: {nbytes}, {count} Gaussians ({valid} valid)"
+                     + (f", ratio {src['compression_ratio']}x" if "compression_ratio" in src else ""))
+    lines.append("")
+    lines.append(f"  {'section':<12}{'bytes':>12}{'raw':>12}{'share':>8}{'bits/G':>9}  codec")
+    lines.append(f"  {'header':<12}{d['header_bytes']:>12,}{'':>12}{d['header_bytes'] / d['file_bytes']:>8.1%}"
+                 f"{8 * d['header_bytes'] / max(d['count'], 1):>9.2f}")
+    for s in d["sections"]:
+        lines.append(f"  {s['name']:<12}{s['bytes']:>12,}{s['raw_bytes']:>12,}{s['share']:>8.1%}"
+                     f"{(s['bits_per_gaussian'] or 0):>9.2f}  {s['codec']}")
+    st = d["settings"]
+    lines.append("")
+    lines.append("  quantisation   positions {position_bits} b/axis, rotations {rotation_bits} b x3 (smallest-three), "
+                 "scales {scale_bits} b {scale_mode}, opacity {opacity_bits} b {opacity_mode}, "
+                 "colour {color_bits} b {color_mode}".format(**st))
+    more = []
+    if d["sh_degree"] > 0:  # degree 0 has no SH rest to quantise
+        cb = d.get("sh_codebook_entries")
+        more.append(f"SH rest codebook {cb if cb is not None else '-'} x {st['sh_codebook_bits']} b")
+    if d["num_features"]:
+        more.append(f"features {st['feature_bits']} b")
+    more.append(f"zstd level {st['zstd_level']}")
+    lines.append("                 " + ", ".join(more))
+    net = d["net"]
+    if net["present"]:
+        meta = net.get("meta") or {}
+        extra = ", ".join(f"{k.replace('_', ' ')} {meta[k]}" for k in ("arch", "width", "levels", "num_features",
+                                                                        "dtype") if meta.get(k) is not None)
+        params = f"{net['params']:,}" if isinstance(net.get("params"), int) else "?"
+        lines.append(f"  net            {net['bytes']:,} bytes ONNX ({net['stored_bytes']:,} stored), {params} params"
+                     + (f"; {extra}" if extra else ""))
+    else:
+        lines.append("  net            none")
+    if d.get("pipeline"):
+        lines.append("  pipeline       " + format_pipeline(d["pipeline"]))
+    return "\n".join(lines)
+
+
+@command
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Output PLY (default BUNDLE.decoded.ply).")
+@click.option("--overwrite", is_flag=True,
+              help="Replace an existing output file (but never the bundle's recorded source scene).")
+@click.option("--overwrite-source", is_flag=True,
+              help="Also allow replacing the scene this bundle was made from (its name or size is recorded "
+                   "in the bundle) with the decoded, smaller scene.")
+@guarded
+def decompress_main(bundle, output, overwrite, overwrite_source):
+    """Decode a .sundae bundle into a standard 3DGS PLY (default BUNDLE.decoded.ply)."""
+    from .api import decompress, default_decoded_path
+
+    output = output or default_decoded_path(bundle)
+    gs = decompress(bundle, output, overwrite=overwrite or overwrite_source, overwrite_source=overwrite_source)
     click.echo(f"{bundle.name}: {len(gs):,} Gaussians → {output}")
 
 
 # ----------------------------------------------------------------------------------------------
 # sundae-render / sundae-eval
 # ----------------------------------------------------------------------------------------------
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+_CAMERAS_HELP = ("cameras.json / transforms.json, or 'orbit' for generated views (default: a camera file next "
+                 "to the scene, else orbit views).")
+
+
+@command
 @click.argument("input", type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Folder for the PNGs.")
-@click.option("--cameras", type=click.Path(path_type=Path), help="cameras.json / transforms.json.")
-@click.option("--views", type=click.IntRange(1, 1000), default=None, help="Number of views (default 8 generated).")
-@click.option("--size", default=None, help="Image size WxH (default 320x240).")
+@click.option("--cameras", help=_CAMERAS_HELP)
+@click.option("--views", type=click.IntRange(1, 1000), default=None,
+              help="Number of views (default: 8 generated, or all of the camera file).")
+@click.option("--size", default=None, help="Image size WxH (default 320x240, or the camera file's).")
 @click.option("--up", default=None, help="Up axis for generated views, e.g. +z or -y (default: detected).")
-@click.option("--quiet", is_flag=True)
+@click.option("--quiet", is_flag=True, help="No progress output.")
 @guarded
 def render_main(input, output, cameras, views, size, up, quiet):
     """Render a PLY or .sundae to PNGs plus a contact sheet."""
     if quiet:
         set_quiet(True)
+    from .api import choose_views, load_for_render, prepare_image_folder
+
+    size = _parse_size(size)
+    prepare_image_folder(output)  # a bad -o fails now, not after rendering
+    gs, post = load_for_render(input)
+    chosen = choose_views(gs, input, cameras=cameras, views=views, size=size, up=up)
+    info(chosen.source)
     from .evaluate import render_to_dir
 
-    from .api import load_for_render
-
-    gs, post = load_for_render(input)
-    from .render.cameras import views_for
-
-    cams = views_for(gs, input, cameras=cameras, views=views, size=_parse_size(size), up=up)
-    paths = render_to_dir(gs, cams, output, postprocess=post)
-    click.echo(f"{input.name}: {len(cams)} views → {output} ({len(paths)} files)")
+    paths = render_to_dir(gs, chosen.cameras, output, postprocess=post)
+    click.echo(f"{input.name}: {len(chosen.cameras)} views → {output} ({len(paths)} files)")
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@command
 @click.argument("original", type=click.Path(path_type=Path))
 @click.argument("candidate", type=click.Path(path_type=Path))
-@click.option("--cameras", type=click.Path(path_type=Path), help="cameras.json / transforms.json.")
-@click.option("--views", type=click.IntRange(1, 1000), default=None, help="Number of generated views (default 8).")
-@click.option("--size", default=None, help="Image size WxH (default 320x240).")
+@click.option("--cameras", help=_CAMERAS_HELP)
+@click.option("--views", type=click.IntRange(1, 1000), default=None,
+              help="Number of views (default: 8 generated, or the camera file's held-out views).")
+@click.option("--size", default=None, help="Image size WxH (default 320x240, or the camera file's).")
 @click.option("--up", default=None, help="Up axis for generated views.")
-@click.option("-o", "--output", type=click.Path(path_type=Path), help="Side-by-side PNG (default CANDIDATE.eval.png).")
-@click.option("--json", "as_json", is_flag=True)
-@click.option("--quiet", is_flag=True)
+@click.option("-o", "--output", type=click.Path(path_type=Path),
+              help="Write a side-by-side PNG (original | candidate | error) here (default: none).")
+@click.option("--json", "as_json", is_flag=True, help="Print only the machine-readable result (per-view and mean "
+                                                        "PSNR / SSIM) as JSON.")
+@click.option("--quiet", is_flag=True, help="No progress output.")
 @guarded
 def eval_main(original, candidate, cameras, views, size, up, output, as_json, quiet):
     """Compare a candidate (.ply or .sundae) with the original on held-out views: PSNR, SSIM."""
     if quiet or as_json:
         set_quiet(True)
-    from .evaluate import evaluate_and_report
+    from .api import choose_views, load_for_render
 
-    from .api import load_for_render
-
+    size = _parse_size(size)
+    if output is not None and output.is_dir():
+        raise SundaeError(f"{output} is a folder; -o takes the name of the PNG to write")
     orig, _ = load_for_render(original)
     cand, post = load_for_render(candidate)
-    from .render.cameras import views_for
+    chosen = choose_views(orig, original, cameras=cameras, views=views, size=size, up=up, held_out=True)
+    info(chosen.source)
+    from .evaluate import evaluate_and_report
 
-    cams = views_for(orig, original, cameras=cameras, views=views, size=_parse_size(size), up=up, held_out=True)
-    output = output or candidate.with_name(candidate.name + ".eval.png")
-    result = evaluate_and_report(orig, cand, cams, postprocess=post, side_by_side_path=output)
+    result = evaluate_and_report(orig, cand, chosen.cameras, postprocess=post, side_by_side_path=output)
+    result["cameras"] = chosen.source
     if as_json:
         click.echo(json.dumps(result, indent=2))
     else:
         for v in result["views"]:
             click.echo(f"{v['name']:>12}  PSNR {v['psnr']:6.2f} dB  SSIM {v['ssim']:.4f}")
-        click.echo(f"{'mean':>12}  PSNR {result['psnr']:6.2f} dB  SSIM {result['ssim']:.4f}  "
-                   f"LPIPS {result.get('lpips') or 'unavailable'}")
-        click.echo(f"side-by-side: {output}")
+        lpips = f"  LPIPS {result['lpips']:.4f}" if result.get("lpips") is not None else ""
+        click.echo(f"{'mean':>12}  PSNR {result['psnr']:6.2f} dB  SSIM {result['ssim']:.4f}{lpips}")
+        if output is not None:
+            click.echo(f"side-by-side: {output}")

@@ -1,14 +1,11 @@
 """Rendering views to files and comparing an original scene with a compressed one.
 
 Used by the ``sundae-render`` and ``sundae-eval`` commands: ``render_views``,
-``render_views_to_dir``, ``evaluate``, and small image helpers (PNG writing without PIL,
-contact sheets, side-by-side comparisons with an error heat map)."""
+``render_views_to_dir``, ``evaluate``, and small image helpers (contact sheets, side-by-side
+comparisons with an error heat map; files are read and written by :mod:`.io.images`)."""
 
 from __future__ import annotations
 
-import json
-import struct
-import zlib
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Union
 
@@ -17,6 +14,7 @@ import torch
 
 from .errors import SundaeError
 from .gaussians import GaussianSet
+from .io.images import label_columns, save_png, to_uint8
 from .metrics import psnr, ssim
 from .progress import Progress
 from .render import RenderOutput, render
@@ -26,101 +24,8 @@ Postprocess = Callable[[RenderOutput], torch.Tensor]
 
 
 # -- images ----------------------------------------------------------------------------------
-def to_uint8(img) -> np.ndarray:
-    a = img.detach().cpu().numpy() if torch.is_tensor(img) else np.asarray(img)
-    if a.dtype != np.uint8:
-        a = (np.clip(np.nan_to_num(a.astype(np.float64)), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-    if a.ndim == 2:
-        a = a[..., None]
-    if a.shape[2] == 1:
-        a = np.repeat(a, 3, axis=2)
-    return np.ascontiguousarray(a[..., :3])
-
-
-def save_png(path: Union[str, Path], img) -> Path:
-    """Write an (H, W, 3) float [0, 1] or uint8 image as an 8-bit RGB PNG (zlib + struct)."""
-    a = to_uint8(img)
-    h, w, _ = a.shape
-    raw = b"".join(b"\x00" + a[y].tobytes() for y in range(h))
-
-    def chunk(tag, data):
-        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
-
-    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
-           + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b""))
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(png)
-    except OSError as e:
-        raise SundaeError(f"{path}: cannot write image ({e.strerror or e})") from None
-    return path
-
-
-def load_png(path: Union[str, Path]) -> np.ndarray:
-    """Read an 8-bit, non-interlaced PNG (grey, grey+alpha, RGB or RGBA; any filter) as
-    uint8 (H, W, 3); alpha is dropped. Raises SundaeError for anything else."""
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise SundaeError(f"{path}: cannot read image ({e.strerror or e})") from None
-    if data[:8] != b"\x89PNG\r\n\x1a\n":
-        raise SundaeError(f"{path}: not a PNG file")
-    pos, idat = 8, []
-    w = h = depth = ctype = interlace = None
-    while pos + 8 <= len(data):
-        n = struct.unpack(">I", data[pos:pos + 4])[0]
-        tag = data[pos + 4:pos + 8]
-        body = data[pos + 8:pos + 8 + n]
-        if tag == b"IHDR":
-            w, h, depth, ctype, _, _, interlace = struct.unpack(">IIBBBBB", body[:13])
-        elif tag == b"IDAT":
-            idat.append(body)
-        elif tag == b"IEND":
-            break
-        pos += 12 + n
-    channels = {0: 1, 2: 3, 4: 2, 6: 4}.get(ctype)
-    if w is None or depth != 8 or channels is None or interlace:
-        raise SundaeError(f"{path}: unsupported PNG (only 8-bit grey/RGB/RGBA, non-interlaced)")
-    try:
-        raw = np.frombuffer(zlib.decompress(b"".join(idat)), np.uint8)
-    except zlib.error:
-        raise SundaeError(f"{path}: corrupt PNG data") from None
-    stride = w * channels
-    if raw.size != h * (stride + 1):
-        raise SundaeError(f"{path}: truncated PNG data")
-    raw = raw.reshape(h, stride + 1)
-    out = np.zeros((h, stride), np.uint8)
-    prev = np.zeros(stride, np.int32)
-    for y in range(h):
-        f, line = raw[y, 0], raw[y, 1:].astype(np.int32)
-        if f == 0:
-            cur = line
-        elif f == 2:
-            cur = (line + prev) & 255
-        elif f in (1, 3, 4):  # depend on the reconstructed left neighbour: per pixel
-            cur = np.zeros(stride, np.int32)
-            for x in range(stride):
-                left = cur[x - channels] if x >= channels else 0
-                if f == 1:
-                    pred = left
-                elif f == 3:
-                    pred = (left + prev[x]) >> 1
-                else:
-                    ul = prev[x - channels] if x >= channels else 0
-                    p = left + prev[x] - ul
-                    pa, pb, pc = abs(p - left), abs(p - prev[x]), abs(p - ul)
-                    pred = left if pa <= pb and pa <= pc else (prev[x] if pb <= pc else ul)
-                cur[x] = (line[x] + pred) & 255
-        else:
-            raise SundaeError(f"{path}: bad PNG filter type {f}")
-        out[y] = cur
-        prev = cur
-    img = out.reshape(h, w, channels)
-    if channels in (1, 2):
-        img = np.repeat(img[..., :1], 3, axis=2)
-    return np.ascontiguousarray(img[..., :3])
+#: captions of the three columns of :func:`side_by_side`
+SIDE_BY_SIDE_LABELS = ("original", "candidate", "error x4")
 
 
 def contact_sheet(images: Sequence, cols: int = 4, pad: int = 2, bg: float = 1.0) -> np.ndarray:
@@ -149,7 +54,7 @@ def error_heatmap(a, b, scale: float = 4.0) -> np.ndarray:
 
 
 def side_by_side(orig, cand) -> np.ndarray:
-    """Original | candidate | error heat map, in one image."""
+    """Original | candidate | error heat map, in one image (captions: :data:`SIDE_BY_SIDE_LABELS`)."""
     return contact_sheet([orig, cand, error_heatmap(orig, cand)], cols=3)
 
 
@@ -209,7 +114,7 @@ def evaluate(original_gs, candidate_gs, cameras: Sequence[Camera], *, background
     result = _compare(original_gs, candidate_gs, cameras, ref, cand)
     if side_by_side_dir is not None:
         for i, (a, b) in enumerate(zip(ref, cand)):
-            save_png(Path(side_by_side_dir) / f"{i:03d}_compare.png", side_by_side(a, b))
+            save_png(Path(side_by_side_dir) / f"{i:03d}_compare.png", label_columns(side_by_side(a, b), SIDE_BY_SIDE_LABELS))
     return result
 
 
@@ -236,13 +141,6 @@ def _count(gs) -> int:
     return len(gs) if isinstance(gs, GaussianSet) else int(gs["means"].shape[0])
 
 
-def write_report(result: Dict, path: Union[str, Path]) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2))
-    return path
-
-
 def render_to_dir(gs, cameras: Sequence[Camera], out_dir: Union[str, Path], *,
                   postprocess: Optional[Postprocess] = None, **kw) -> List[Path]:
     """``sundae-render``: PNG per view plus a contact sheet (see :func:`render_views_to_dir`)."""
@@ -261,6 +159,6 @@ def evaluate_and_report(original_gs, candidate_gs, cameras: Sequence[Camera], *,
     result = _compare(original_gs, candidate_gs, cameras, ref, cand)
     if side_by_side_path is not None and ref:
         rows = [side_by_side(a, b) for a, b in list(zip(ref, cand))[:max_sheet_views]]
-        save_png(side_by_side_path, contact_sheet(rows, cols=1))
+        save_png(side_by_side_path, label_columns(contact_sheet(rows, cols=1), SIDE_BY_SIDE_LABELS))
         result["side_by_side"] = str(side_by_side_path)
     return result

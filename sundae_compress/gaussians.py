@@ -39,6 +39,17 @@ def sh_degree_for(k: int) -> int:
     raise ValueError(f"{k} SH coefficients per channel is not a valid SH degree")
 
 
+def sigmoid(x) -> np.ndarray:
+    """Logistic function (float64): opacity logit -> alpha."""
+    return 1.0 / (1.0 + np.exp(-np.asarray(x, np.float64)))
+
+
+def logit(a, lo: float = 0.0, hi: float = 1.0) -> np.ndarray:
+    """Inverse of :func:`sigmoid` (float64) of ``a`` clipped to ``[lo, hi]``: alpha -> opacity logit."""
+    a = np.clip(np.asarray(a, np.float64), lo, hi)
+    return np.log(a / (1.0 - a))
+
+
 def rgb_to_sh0(rgb):
     return (np.asarray(rgb, dtype=np.float32) - 0.5) / SH_C0
 
@@ -153,7 +164,7 @@ class GaussianSet:
 
     @property
     def alphas(self) -> np.ndarray:
-        return 1.0 / (1.0 + np.exp(-self.opacities.astype(np.float64))).astype(np.float32)
+        return sigmoid(self.opacities).astype(np.float32)
 
     def bounds(self):
         if len(self) == 0:
@@ -178,16 +189,6 @@ class GaussianSet:
             means=self.means[index], quats=self.quats[index], scales=self.scales[index],
             opacities=self.opacities[index], sh=self.sh[index],
             features=None if self.features is None else self.features[index])
-
-    def with_sh_degree(self, degree: int) -> "GaussianSet":
-        """Drop (or zero-pad) SH bands to ``degree``."""
-        if degree not in SH_COEFFS:
-            raise ValueError(f"SH degree must be 0..3, got {degree}")
-        k = SH_COEFFS[degree]
-        sh = self.sh[:, :k]
-        if sh.shape[1] < k:
-            sh = np.concatenate([sh, np.zeros((len(self), k - sh.shape[1], 3), np.float32)], 1)
-        return self.replace(sh=sh)
 
     @staticmethod
     def concat(sets) -> "GaussianSet":
@@ -214,10 +215,6 @@ class GaussianSet:
         r = quat_to_rotmat(self.quats)
         s2 = np.exp(2.0 * self.scales.astype(np.float64))
         return np.einsum("nij,nj,nkj->nik", r, s2, r)
-
-    def nbytes(self) -> int:
-        return sum(a.nbytes for a in (self.means, self.quats, self.scales, self.opacities, self.sh)) + (
-            0 if self.features is None else self.features.nbytes)
 
     # -- torch bridge ------------------------------------------------------------------------
     def to_torch(self, device="cpu", dtype=None, requires_grad=False):

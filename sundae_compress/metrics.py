@@ -55,15 +55,4 @@ def ssim(a: torch.Tensor, b: torch.Tensor, window: int = 11, sigma: float = 1.5,
     return m.mean() if reduce else m
 
 
-def psnr_value(a, b) -> float:
-    """PSNR as a Python float, for reports (inputs clamped to [0, 1])."""
-    with torch.no_grad():
-        return float(psnr(torch.as_tensor(a).clamp(0, 1), torch.as_tensor(b).clamp(0, 1)))
-
-
-def ssim_value(a, b) -> float:
-    with torch.no_grad():
-        return float(ssim(torch.as_tensor(a).clamp(0, 1).float(), torch.as_tensor(b).clamp(0, 1).float()))
-
-
-__all__ = ["mse", "psnr", "ssim", "psnr_value", "ssim_value"]
+__all__ = ["mse", "psnr", "ssim"]

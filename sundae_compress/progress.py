@@ -48,6 +48,7 @@ class Progress:
         self.log_every = log_every
         self.t0 = time.perf_counter()
         self._last = 0.0
+        self._last_n = None  # the count of the last line written (log mode)
 
     def __enter__(self):
         self._draw(force=True)
@@ -86,7 +87,8 @@ class Progress:
                 self.stream.write("\r\033[K" + self.line() + ("\n" if final else ""))
                 self.stream.flush()
                 self._last = now
-        elif force or now - self._last >= self.log_every:
-            self.stream.write(self.line() + "\n")
+        elif (force or now - self._last >= self.log_every) and not (final and self.n == self._last_n):
+            self.stream.write(self.line() + "\n")  # (the closing line only if it says something new)
             self.stream.flush()
             self._last = now
+            self._last_n = self.n

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from sundae_compress.api import find_cameras_for
 from sundae_compress.errors import SundaeError
 from sundae_compress.render import Camera
-from sundae_compress.render.cameras import (detect_up, find_cameras_for, generate_cameras, load_cameras,
-                                             parse_up, split_views)
+from sundae_compress.render.cameras import detect_up, generate_cameras, load_cameras, parse_up, split_views
 
 ASSETS = Path(__file__).resolve().parents[1].parent / "shared" / "assets"
 
@@ -173,8 +173,7 @@ def test_generate_cameras_with_given_up_and_tiny_scene():
 
 
 def test_load_images_matches_cameras(tmp_path):
-    from sundae_compress.evaluate import save_png
-    from sundae_compress.render.cameras import load_images
+    from sundae_compress.io.images import load_images, save_png
 
     rng = np.random.default_rng(0)
     img = rng.integers(0, 256, size=(6, 8, 3), dtype=np.uint8)

@@ -14,6 +14,12 @@ from sundae_compress.prune import moments as mm
 from sundae_compress.prune.collapse import collapse_to, greedy_matching
 from sundae_compress.prune.merge import merge_groups, merge_into, prune
 
+
+def _merge(gs, keep, mode):
+    """Survivors ``keep`` with the rest folded in (assign), or the scene collapsed to as many."""
+    return merge_into(gs, keep) if mode == "assign" else collapse_to(gs, len(np.unique(keep)))
+
+
 REFRENDER = Path(__file__).resolve().parents[1].parent / "shared" / "tools" / "refrender.py"
 
 
@@ -116,7 +122,7 @@ def test_exact_counts_real_scene(donut_part, ratio, mode):
     _, gs = donut_part
     count = int(round(ratio * len(gs)))
     keep = np.random.default_rng(0).choice(len(gs), count, replace=False)
-    out = merge_into(gs, keep, mode=mode)
+    out = _merge(gs, keep, mode)
     assert len(out) == count
     assert _finite(out)
     assert out.sh.shape[1:] == gs.sh.shape[1:]
@@ -133,7 +139,7 @@ def test_nan_free_with_duplicates_and_extreme_scales(tiny_scene):
     gs.opacities[320:340] = 40.0             # opaque
     for mode in ("assign", "collapse"):
         for count in (1, 7, 40, 399):
-            out = merge_into(gs, np.arange(count), mode=mode)
+            out = _merge(gs, np.arange(count), mode)
             assert len(out) == count
             assert _finite(out), (mode, count)
             assert np.allclose(np.linalg.norm(out.quats, axis=1), 1.0, atol=1e-4)
@@ -145,7 +151,7 @@ def test_features_merged_mass_weighted():
     out = merge_into(gs, [0])
     np.testing.assert_allclose(out.features[0], [1.0, 6.0], atol=1e-5)  # weights 1:3
     np.testing.assert_allclose(out.colors[0], [0.75, 0.75, 0.75], atol=1e-5)
-    out_c = merge_into(gs, [0], mode="collapse")
+    out_c = collapse_to(gs, 1)
     np.testing.assert_allclose(out_c.features[0], [1.0, 6.0], atol=1e-5)
 
 
@@ -153,7 +159,7 @@ def test_deterministic(donut_part):
     _, gs = donut_part
     keep = np.arange(0, len(gs), 10)
     for mode in ("assign", "collapse"):
-        a, b = merge_into(gs, keep, mode=mode), merge_into(gs, keep, mode=mode)
+        a, b = _merge(gs, keep, mode), _merge(gs, keep, mode)
         for f in ("means", "quats", "scales", "opacities", "sh"):
             np.testing.assert_array_equal(getattr(a, f), getattr(b, f))
 
@@ -216,6 +222,6 @@ def test_merged_scene_renders_closer_than_selection(donut_part):
     keep = np.sort(np.random.default_rng(0).choice(len(full), len(full) // 10, replace=False))
     sel = psnr(full.subset(keep))
     assign = psnr(merge_into(full, keep))
-    collapse = psnr(merge_into(full, keep, mode="collapse"))
+    collapse = psnr(collapse_to(full, len(keep)))
     assert assign > sel + 2.0, (sel, assign)
     assert collapse > sel + 2.0, (sel, collapse)

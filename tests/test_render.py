@@ -291,7 +291,9 @@ def test_psnr_ssim():
 
 
 def test_png_roundtrip_and_evaluate(tmp_path):
-    from sundae_compress.evaluate import contact_sheet, evaluate, load_png, save_png, side_by_side
+    from sundae_compress.evaluate import contact_sheet, evaluate, side_by_side
+    from sundae_compress.io.images import read_image as load_png
+    from sundae_compress.io.images import save_png
 
     rng = np.random.default_rng(0)
     img = rng.integers(0, 256, size=(17, 23, 3), dtype=np.uint8)
@@ -317,38 +319,22 @@ def test_png_roundtrip_and_evaluate(tmp_path):
     assert len(paths) == 2 and (tmp_path / "r" / "contact_sheet.png").is_file()
 
 
-def test_load_png_all_filters(tmp_path):
-    """PNG rows written with the Sub, Up, Average and Paeth filters decode to the same pixels."""
-    import struct
-    import zlib
-    from sundae_compress.evaluate import load_png
+def test_read_image_formats_and_errors(tmp_path):
+    """Photos go through Pillow: grey, RGBA and JPEG come back as uint8 RGB; a broken file is one line."""
+    from PIL import Image
+
+    from sundae_compress.io.images import read_image
 
     rng = np.random.default_rng(1)
-    img = rng.integers(0, 256, size=(5, 4, 3)).astype(np.int32)
-    bpp, rows, prev = 3, [], np.zeros(12, np.int32)
-    for y, ftype in enumerate([1, 2, 3, 4, 0]):
-        cur = img[y].reshape(-1)
-        left = np.concatenate([np.zeros(bpp, np.int32), cur[:-bpp]])
-        ul = np.concatenate([np.zeros(bpp, np.int32), prev[:-bpp]])
-        if ftype == 1:
-            pred = left
-        elif ftype == 2:
-            pred = prev
-        elif ftype == 3:
-            pred = (left + prev) // 2
-        elif ftype == 4:
-            p = left + prev - ul
-            pa, pb, pc = abs(p - left), abs(p - prev), abs(p - ul)
-            pred = np.where((pa <= pb) & (pa <= pc), left, np.where(pb <= pc, prev, ul))
-        else:
-            pred = np.zeros_like(cur)
-        rows.append(bytes([ftype]) + ((cur - pred) % 256).astype(np.uint8).tobytes())
-        prev = cur
-
-    def chunk(tag, data):
-        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
-
-    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 4, 5, 8, 2, 0, 0, 0))
-           + chunk(b"IDAT", zlib.compress(b"".join(rows))) + chunk(b"IEND", b""))
-    (tmp_path / "f.png").write_bytes(png)
-    assert (load_png(tmp_path / "f.png") == img).all()
+    rgba = rng.integers(0, 256, size=(5, 4, 4), dtype=np.uint8)
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
+    assert (read_image(tmp_path / "a.png") == rgba[..., :3]).all()
+    grey = rng.integers(0, 256, size=(5, 4), dtype=np.uint8)
+    Image.fromarray(grey, "L").save(tmp_path / "g.png")
+    assert (read_image(tmp_path / "g.png") == grey[..., None]).all()
+    Image.fromarray(rgba[..., :3], "RGB").save(tmp_path / "j.jpg", quality=95)
+    assert read_image(tmp_path / "j.jpg").shape == (5, 4, 3)
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 20)
+    with pytest.raises(SundaeError) as e:
+        read_image(tmp_path / "bad.png")
+    assert "bad.png" in str(e.value) and "\n" not in str(e.value)

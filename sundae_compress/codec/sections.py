@@ -18,7 +18,7 @@ from typing import Callable, Dict, Tuple
 import numpy as np
 import zstandard
 
-from ..gaussians import SH_COEFFS, GaussianSet
+from ..gaussians import SH_COEFFS, GaussianSet, logit, sigmoid
 from .morton import morton_decode, morton_encode, morton_order
 from .quantise import (dequantise_codebook, dequantise_linear, fit_codebook, from_planes,
                        planes_length, quantise_codebook, quantise_linear, to_planes)
@@ -74,15 +74,6 @@ def _bounds(meta: dict, cols: int):
     if lo.shape != (cols,) or hi.shape != (cols,) or not (np.isfinite(lo).all() and np.isfinite(hi).all()):
         raise ValueError("bad lo/hi bounds")
     return lo.astype(np.float32), hi.astype(np.float32)
-
-
-def _logit(a: np.ndarray) -> np.ndarray:
-    a = np.clip(a.astype(np.float64), _ALPHA_EPS, 1 - _ALPHA_EPS)
-    return np.log(a / (1 - a)).astype(np.float32)
-
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return (1.0 / (1.0 + np.exp(-np.asarray(x, np.float64)))).astype(np.float32)
 
 
 def quantise_positions(means: np.ndarray, lo, hi, bits: int) -> np.ndarray:
@@ -145,12 +136,12 @@ def len_scales(meta, s):
 
 
 def enc_opacities(gs, s):
-    return _encode_scalar(_sigmoid(gs.opacities)[:, None], s.opacity_bits, s.opacity_mode)
+    return _encode_scalar(sigmoid(gs.opacities).astype(np.float32)[:, None], s.opacity_bits, s.opacity_mode)
 
 
 def dec_opacities(buf, meta, s):
     a = _decode_scalar(buf, meta["n"], 1, s.opacity_bits, s.opacity_mode, meta.get("opacities", {}))
-    return {"opacities": _logit(a[:, 0])}
+    return {"opacities": logit(a[:, 0], _ALPHA_EPS, 1 - _ALPHA_EPS).astype(np.float32)}
 
 
 def len_opacities(meta, s):

@@ -7,20 +7,28 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch is imported where k-means runs, so reading a bundle never loads it
+    import torch
 
 _CHUNK = 2048
 
 
 def assign(x: np.ndarray, centres: np.ndarray) -> np.ndarray:
     """Index (int64) of the nearest centre (squared Euclidean) for each row of ``x``."""
+    import torch
+
     xt = torch.from_numpy(np.ascontiguousarray(x, np.float32))
     ct = torch.from_numpy(np.ascontiguousarray(centres, np.float32))
     return _assign_t(xt, ct).numpy()
 
 
-def _assign_t(xt: torch.Tensor, ct: torch.Tensor) -> torch.Tensor:
+def _assign_t(xt: "torch.Tensor", ct: "torch.Tensor") -> "torch.Tensor":
+    import torch
+
     c2 = (ct * ct).sum(1)
     out = torch.empty(len(xt), dtype=torch.int64)
     for s in range(0, len(xt), _CHUNK):
@@ -38,6 +46,8 @@ def kmeans(x: np.ndarray, k: int, iters: int = 8, seed: int = 0, sample: int | N
     a centre that loses all its rows is re-seeded at the row worst served by its centre.
     The result depends only on ``x``, ``k``, ``iters``, ``seed`` and ``sample``.
     """
+    import torch
+
     x = np.ascontiguousarray(x, np.float32)
     n = len(x)
     if n == 0:

@@ -9,7 +9,7 @@ Layout (full spec: ``formats/SUNDAE.md``)::
     16+H    uint32    CRC-32 of bytes [0, 16+H)
     20+H    ...       sections, back to back in table order (each zstd or raw, CRC-32 in the table)
 
-:func:`write_bundle` is atomic (temporary file + ``os.replace``). :func:`read_bundle` checks magic,
+:func:`write_bundle` is atomic (:func:`~sundae_compress.io.atomic.atomic_write`). :func:`read_bundle` checks magic,
 version, lengths, every checksum and bounds every allocation by the header's counts before
 decompressing; any problem is one :class:`BundleError` line.
 """
@@ -19,16 +19,16 @@ from __future__ import annotations
 import json
 import os
 import struct
-import tempfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from .. import __version__
+from .._version import __version__
 from ..codec import CodecSettings, compress, decode_gaussians, decompress, encode_gaussians, section_lengths
 from ..errors import BundleError, SundaeError
 from ..gaussians import SH_COEFFS, GaussianSet
+from .atomic import atomic_write
 
 MAGIC = b"\x89SUNDAE\n"
 VERSION = 1
@@ -40,10 +40,6 @@ MAX_HEADER_BYTES = 16 << 20
 NET_SECTION = "net.onnx"
 #: Largest net a reader accepts (raw bytes).
 MAX_NET_BYTES = 1 << 30
-#: Glob matching the temporary files :func:`write_bundle` creates next to its output
-#: for outputs named ``*.sundae`` (``.NAME.sundae.<random>.tmp``); left behind only if the process is
-#: killed mid-write.
-TEMP_GLOB = ".*.sundae.*.tmp"
 #: A bundle may expand to at most ``MAX_RATIO * file size + RATIO_SLACK`` bytes: its raw sections
 #: plus the decoded float32 arrays (real bundles expand 5-20x: SH3 + 8 features is the worst case;
 #: anything far beyond is a decompression bomb).
@@ -184,26 +180,10 @@ def write_bundle(path, gs: GaussianSet, *, settings: CodecSettings | None = None
     """
     path = Path(path)
     head, blobs, header = build_bundle(gs, settings=settings, net=net, net_meta=net_meta, info=info)
-    directory = path.parent if str(path.parent) else Path(".")
-    tmp = None
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-        with os.fdopen(fd, "wb") as f:
-            f.write(head)
-            for b in blobs:
-                f.write(b)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        tmp = None
-    except OSError as e:
-        raise SundaeError(f"cannot write {path}: {e.strerror or e}") from None
-    finally:
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
+    with atomic_write(path, fsync=True) as f:
+        f.write(head)
+        for b in blobs:
+            f.write(b)
     base = len(head)
     secs = [SectionInfo(t["name"], base + t["offset"], t["length"], t["raw_length"], t["crc32"], t["codec"])
             for t in header["sections"]]
@@ -376,55 +356,3 @@ def inspect_bundle(path) -> dict:
                 "meta": {k: v for k, v in (net or {}).items() if k not in ("section", "bytes")} or None},
         "pipeline": header.get("pipeline"),
     }
-
-
-def _fmt_bytes(b) -> str:
-    if not isinstance(b, (int, float)):
-        return "?"
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if b < 1024 or unit == "GiB":
-            return f"{b:.0f} {unit}" if unit == "B" else f"{b:.2f} {unit}"
-        b /= 1024.0
-
-
-def format_inspect(d: dict) -> str:
-    """Human-readable table of :func:`inspect_bundle`'s dict (for ``sundae-inspect``)."""
-    lines = [f"{d['path']}  (.sundae v{d['format_version']}, {d.get('created_by') or '?'})",
-             f"  Gaussians      {d['count']:,}   SH degree {d['sh_degree']}   features {d['num_features']}",
-             f"  file size      {d['file_bytes']:,} bytes ({_fmt_bytes(d['file_bytes'])}), "
-             f"{d['bits_per_gaussian']} bits/Gaussian"]
-    b = d.get("bounds") or {}
-    if b:
-        fmt = lambda v: "(" + ", ".join(f"{x:.4g}" for x in v) + ")"  # noqa: E731
-        lines.append(f"  bounds         {fmt(b['min'])} .. {fmt(b['max'])}")
-    src = d.get("source")
-    if src:
-        lines.append(f"  source         {src.get('file') or '?'}: {src.get('bytes') or '?'} bytes, "
-                     f"{src.get('count', '?')} Gaussians ({src.get('valid', '?')} valid)"
-                     + (f", ratio {src['compression_ratio']}x" if "compression_ratio" in src else ""))
-    lines.append("")
-    lines.append(f"  {'section':<12}{'bytes':>12}{'raw':>12}{'share':>8}{'bits/G':>9}  codec")
-    lines.append(f"  {'header':<12}{d['header_bytes']:>12,}{'':>12}{d['header_bytes'] / d['file_bytes']:>8.1%}"
-                 f"{8 * d['header_bytes'] / max(d['count'], 1):>9.2f}")
-    for s in d["sections"]:
-        lines.append(f"  {s['name']:<12}{s['bytes']:>12,}{s['raw_bytes']:>12,}{s['share']:>8.1%}"
-                     f"{(s['bits_per_gaussian'] or 0):>9.2f}  {s['codec']}")
-    st = d["settings"]
-    lines.append("")
-    lines.append("  quantisation   positions {position_bits} b/axis, rotations {rotation_bits} b x3 (smallest-three), "
-                 "scales {scale_bits} b {scale_mode}, opacity {opacity_bits} b {opacity_mode}, "
-                 "colour {color_bits} b {color_mode}".format(**st))
-    cb = d.get("sh_codebook_entries")
-    lines.append(f"                 SH rest codebook {cb if cb is not None else '-'} x {st['sh_codebook_bits']} b, "
-                 f"features {st['feature_bits']} b, zstd level {st['zstd_level']}")
-    net = d["net"]
-    if net["present"]:
-        extra = ", ".join(f"{k}={v}" for k, v in (net.get("meta") or {}).items() if k != "params")
-        lines.append(f"  net            {net['bytes']:,} bytes ONNX ({net['stored_bytes']:,} stored), "
-                     f"{net.get('params') if net.get('params') is not None else '?'} params"
-                     + (f"; {extra}" if extra else ""))
-    else:
-        lines.append("  net            none")
-    if d.get("pipeline"):
-        lines.append("  pipeline       " + ", ".join(f"{k}={v}" for k, v in d["pipeline"].items()))
-    return "\n".join(lines)

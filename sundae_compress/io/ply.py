@@ -13,8 +13,6 @@ normals) atomically. ``write_ply`` followed by ``read_ply`` gives back the same 
 
 from __future__ import annotations
 
-import os
-import secrets
 from pathlib import Path
 from typing import List, Optional, Tuple
 
@@ -22,6 +20,7 @@ import numpy as np
 
 from ..errors import PlyError, SundaeError
 from ..gaussians import SH_COEFFS, GaussianSet, normalize_quats
+from .atomic import atomic_write
 from .ply_header import PlyElement, PlyHeader, parse_header
 
 __all__ = ["read_ply", "write_ply", "REQUIRED_PROPERTIES"]
@@ -319,20 +318,6 @@ def write_ply(gs: GaussianSet, path) -> None:
     header += f"element vertex {len(gs)}\n"
     header += "".join(f"property float {n}\n" for n in names) + "end_header\n"
     table = _inria_table(gs)
-    folder = p.parent if str(p.parent) else Path(".")
-    if not folder.is_dir():
-        raise SundaeError(f"cannot write {path}: folder {folder} does not exist")
-    tmp = None
-    try:
-        tmp = str(folder / f".{p.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-        with os.fdopen(fd, "wb") as f:
-            f.write(header.encode("ascii"))
-            f.write(memoryview(np.ascontiguousarray(table)).cast("B"))
-        os.replace(tmp, p)
-        tmp = None
-    except OSError as e:
-        raise SundaeError(f"cannot write {path}: {e.strerror or e}") from None
-    finally:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_write(p) as f:
+        f.write(header.encode("ascii"))
+        f.write(memoryview(np.ascontiguousarray(table)).cast("B"))

@@ -6,10 +6,10 @@ graph-Laplacian high-pass response; :mod:`.select` turns a budget into kept indi
 
 from .graph import (DEFAULT_K, THRESHOLD_FACTOR, KnnGraph, kernel_available, knn_graph, knn_graph_reference,
                     spectral_scores, spectral_scores_reference)
-from .select import DEFAULT_GAMMA, SELECTORS, band_stop, importance_scores, resolve_budget, select
+from .select import DEFAULT_GAMMA, SELECTORS, band_stop, resolve_budget, select
 
 __all__ = [
     "DEFAULT_K", "THRESHOLD_FACTOR", "KnnGraph", "kernel_available", "knn_graph", "knn_graph_reference",
     "spectral_scores", "spectral_scores_reference", "DEFAULT_GAMMA", "SELECTORS", "band_stop",
-    "importance_scores", "resolve_budget", "select",
+    "resolve_budget", "select",
 ]

@@ -1,4 +1,4 @@
-"""Iterative pairwise edge collapse of a Gaussian scene (``merge_into(..., mode="collapse")``).
+"""Iterative pairwise edge collapse of a Gaussian scene (``prune(..., merge="collapse")``).
 
 Rounds, until the target count is reached:
 
@@ -22,7 +22,7 @@ Rounds, until the target count is reached:
    The costs (one C loop over the edges, threaded) and the greedy matching over the stably
    cost-sorted edges (one C pass) use the compiled helpers of :mod:`.graph` when available.
 4. The matched pairs (only the cheapest ones in the last round, to land on the exact count) are
-   moment-matched with :func:`sundae_compress.prune.merge.merge_groups`.
+   moment-matched with :func:`sundae_compress.prune.group.merge_groups`.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ import numpy as np
 
 from ..gaussians import GaussianSet
 from . import moments as mm
+from .group import gaussian_mass, merge_groups
 
 EPS_COV = 1e-12
 
@@ -226,15 +227,13 @@ def _knn(x: np.ndarray, k: int, workers: int) -> np.ndarray:
 def collapse_to(gs: GaussianSet, count: int, *, k: int = 8, mass: str = "area", opacity: str = "coverage",
                 scores: Optional[np.ndarray] = None, beta: float = 0.0, lam: float = 1.0,
                 round_fraction: float = 0.5, matching: str = "greedy", workers: int = -1,
-                timings: Optional[dict] = None, **_ignored) -> GaussianSet:
+                timings: Optional[dict] = None) -> GaussianSet:
     """Collapse ``gs`` to exactly ``count`` Gaussians by rounds of pairwise moment-matched merges.
 
     ``matching="greedy"`` takes the exact greedy cheapest-first matching over the symmetrised kNN
     edges; ``"mutual"`` the faster row-local mutual-best approximation (no global sort).
     """
     import time
-
-    from .merge import gaussian_mass, merge_groups
 
     tm = timings if timings is not None else {}
 

@@ -17,10 +17,10 @@ import torch
 from ..errors import SundaeError
 from ..gaussians import GaussianSet
 from .camera import Camera, look_at
-from .cameras import detect_up, find_cameras_for, generate_cameras, load_cameras, split_views
+from .cameras import detect_up, generate_cameras, load_cameras, split_views
 
 __all__ = ["Camera", "RenderOutput", "render", "available_backends", "look_at", "as_params",
-           "load_cameras", "find_cameras_for", "generate_cameras", "split_views", "detect_up"]
+           "load_cameras", "generate_cameras", "split_views", "detect_up"]
 
 
 @dataclass

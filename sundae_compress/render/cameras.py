@@ -92,22 +92,6 @@ def _transforms_cameras(data: dict) -> List[Camera]:
     return cams
 
 
-def find_cameras_for(ply_path: Union[str, Path]) -> Optional[Path]:
-    """cameras.json of a 3DGS output dir (OUT/point_cloud/iteration_N/point_cloud.ply ->
-    OUT/cameras.json), or a cameras.json / transforms.json next to the PLY; None if absent."""
-    p = Path(ply_path).resolve()
-    cands = []
-    for parent in p.parents:
-        if parent.name == "point_cloud":
-            cands.append(parent.parent / "cameras.json")
-            break
-    cands += [p.parent / "cameras.json", p.parent / "transforms.json"]
-    for c in cands:
-        if c.is_file():
-            return c
-    return None
-
-
 # -- generation ------------------------------------------------------------------------------
 def parse_up(up) -> np.ndarray:
     """'+y', '-z', 'y' or a 3-vector -> unit vector."""
@@ -239,69 +223,3 @@ def split_views(cameras: Sequence[Camera], holdout_every: int = 8) -> Tuple[List
     train = [c for i, c in enumerate(cams) if i not in test_idx]
     test = [c for i, c in enumerate(cams) if i in test_idx]
     return train, test
-
-
-# -- photos ----------------------------------------------------------------------------------
-_IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".PNG", ".JPG", ".JPEG")
-
-
-def _read_image(path: Path) -> np.ndarray:
-    if path.suffix.lower() == ".png":
-        from ..evaluate import load_png
-        return load_png(path)
-    try:
-        from PIL import Image  # optional: only for JPEG photos
-    except ImportError:
-        raise SundaeError(f"{path}: JPEG photos need Pillow (pip install pillow), or convert them to PNG") from None
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
-    except OSError as e:
-        raise SundaeError(f"{path}: cannot read image ({e})") from None
-
-
-def load_images(folder: Union[str, Path], cameras: Sequence[Camera]) -> List[np.ndarray]:
-    """The photo of each camera, as float32 (H, W, 3) in [0, 1]: ``folder/<name>`` or
-    ``folder/<name stem>.{png,jpg,jpeg}``. Each photo must match its camera's size."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise SundaeError(f"{folder}: images folder not found")
-    out = []
-    for cam in cameras:
-        name = cam.name or ""
-        cands = [folder / name] if name else []
-        stem = Path(name).stem
-        cands += [folder / (stem + e) for e in _IMAGE_EXTS]
-        path = next((c for c in cands if name and c.is_file()), None)
-        if path is None:
-            raise SundaeError(f"{folder}: no photo for camera {name!r} (looked for {stem}.png/.jpg)")
-        img = _read_image(path)
-        if img.shape[0] != cam.height or img.shape[1] != cam.width:
-            raise SundaeError(f"{path}: photo is {img.shape[1]}x{img.shape[0]} but its camera is "
-                              f"{cam.width}x{cam.height}")
-        out.append(img.astype(np.float32) / 255.0)
-    return out
-
-
-#: generated views for evaluation use another seed than fine-tuning's (seed 0), so their azimuths
-#: never coincide with a training view
-EVAL_VIEW_SEED = 1
-
-
-def views_for(gs, scene_path=None, *, cameras=None, views: Optional[int] = None, size=None, up=None,
-              held_out: bool = False) -> List[Camera]:
-    """Views for rendering or evaluating a scene: a camera file (given, or found next to the scene
-    by :func:`find_cameras_for`), else generated around ``gs`` (default 8 views at 320x240).
-    With ``held_out``, only views fine-tuning never trains on: the held-out split of a camera file
-    (:func:`split_views`), or generated views at another azimuth phase (:data:`EVAL_VIEW_SEED`)."""
-    if cameras is None and scene_path is not None:
-        cameras = find_cameras_for(scene_path)
-    if cameras is not None:
-        cams = load_cameras(cameras)
-        if held_out:
-            cams = split_views(cams)[1]
-        if size is not None:
-            cams = [c.scaled(*size) for c in cams]
-        return cams[:views] if views else cams
-    w, h = size or (320, 240)
-    return generate_cameras(gs, n=views or 8, width=w, height=h, up=up, seed=EVAL_VIEW_SEED if held_out else 0)
