@@ -108,7 +108,10 @@ def _latest_iteration(point_cloud_dir: Path) -> Optional[Path]:
 
 
 def discover(root: Path, outdir: Path) -> List[Scene]:
-    """Scenes under ``root`` in a deterministic order, each with its mirrored output path."""
+    """Scenes under ``root`` in a deterministic order, each with its mirrored output path (and,
+    for a training folder, its cameras: :func:`~sundae_compress.api.find_cameras_for`)."""
+    from .api import find_cameras_for
+
     root = Path(root)
     outdir = Path(outdir).resolve()
     scenes: List[Scene] = []
@@ -125,8 +128,7 @@ def discover(root: Path, outdir: Path) -> List[Scene]:
                 name = str(rel) if str(rel) != "." else d.resolve().name
                 rel = rel if str(rel) != "." else Path(name)
                 out = outdir / rel.parent / (rel.name + ".sundae")  # keep dots in folder names
-                cams = d / "cameras.json"
-                scenes.append(Scene(ply, out, name, cams if cams.is_file() else None))
+                scenes.append(Scene(ply, out, name, find_cameras_for(ply)))
                 dirnames[:] = []  # the training folder is one scene
                 continue
         for f in sorted(filenames):

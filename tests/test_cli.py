@@ -129,6 +129,7 @@ def test_finetune_end_to_end_ships_a_net(tmp_path):
     rep = json.loads(run("sundae-compress", src, "--ratio", "0.3", "-o", out, "--iterations", "40",
                          "--resolution", "64", "--features", "2", "--json").stdout)
     assert rep["kept_count"] == 900 and rep["net_bytes"] > 0
+    assert rep["cameras"].startswith("cameras: generated orbit views") and "no cameras.json" in rep["cameras"]
     d = json.loads(run("sundae-inspect", out, "--json").stdout)
     assert d["net"] is not None
     ft = rep["finetune"]

@@ -315,3 +315,6 @@ def test_only_cli_and_batch_print():
             if isinstance(node, ast.Attribute) and node.attr == "echo":
                 offenders.append(f"{f.relative_to(PKG)}:{node.lineno}")
     assert not offenders, offenders
+    # the orchestration layer decides and hands its notices to the caller; it prints nothing itself
+    api_imports = set(_imports(PKG / "api.py", "sundae_compress.api"))
+    assert not {m for m in api_imports if m.startswith("sundae_compress.progress")}, api_imports
