@@ -20,8 +20,10 @@
   renders dominate; 600 MB + 24 × is a conservative guess). Workers die with the batch process
   (``PR_SET_PDEATHSIG`` on Linux), so a killed batch leaves no orphan writing into OUTDIR.
 * Locking: ``OUTDIR/.sundae-batch.lock`` (``flock``) stops two batches writing the same folder;
-  the kernel drops it when the process dies, so a killed run never blocks the next one.
-* Reports: a table on stdout at the end, ``OUTDIR/batch_report.csv`` and ``OUTDIR/batch_report.json``.
+  the kernel drops it when the process dies, so a killed run never blocks the next one, and the
+  file is deleted when a batch ends (finished or interrupted).
+* Reports: a table on stdout at the end, ``OUTDIR/batch_report.csv`` and ``OUTDIR/batch_report.json``;
+  after Ctrl-C / SIGTERM they say ``"ok": false, "interrupted": true`` and list the unfinished scenes.
 """
 
 from __future__ import annotations
@@ -77,9 +79,10 @@ class SceneResult:
 @dataclass
 class BatchResult:
     results: List[SceneResult] = field(default_factory=list)
-    #: Ctrl-C / SIGTERM stopped the batch; ``not_started`` scenes were never converted
+    #: Ctrl-C / SIGTERM stopped the batch; ``unfinished``: the scenes it did not finish (running ones
+    #: are stopped; a bundle that completed at that very moment is kept and skipped by the next run)
     interrupted: bool = False
-    not_started: List[str] = field(default_factory=list)
+    unfinished: List[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -87,7 +90,7 @@ class BatchResult:
 
     def to_dict(self) -> Dict[str, Any]:
         return {"ok": self.ok, "interrupted": self.interrupted, "scenes": [asdict(r) for r in self.results],
-                "not_started": list(self.not_started),
+                "unfinished": list(self.unfinished),
                 "counts": {s: sum(r.status == s for r in self.results) for s in ("ok", "skipped", "failed")}}
 
 
@@ -331,11 +334,31 @@ def run_batch(input_dir, outdir, *, jobs: int = 1, overwrite: bool = False, eval
     except OSError as e:
         raise SundaeError(f"cannot create {outdir}: {e.strerror or e}") from None
     lock = _lock(outdir)
+    previous = _sigterm_interrupts()
     try:
         return _run_locked(scenes, outdir, jobs, overwrite, evaluate, as_json, options)
     finally:
+        if previous is not None:
+            import signal
+
+            signal.signal(signal.SIGTERM, previous)
         if lock is not None:
             lock.release()
+
+
+def _sigterm_interrupts():
+    """Make SIGTERM stop the batch like Ctrl-C (report, lock removed); returns the previous handler
+    (None when not in the main thread, where handlers cannot be set)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, stop)
 
 
 def _run_locked(scenes, outdir, jobs, overwrite, evaluate, as_json, options) -> BatchResult:
@@ -386,7 +409,7 @@ def _run_locked(scenes, outdir, jobs, overwrite, evaluate, as_json, options) -> 
     except BaseException:  # Ctrl-C / SIGTERM: still leave an honest report of what was done
         result.interrupted = True
         finished = {r.scene for r in result.results}
-        result.not_started = [s.name for s in todo if s.name not in finished]
+        result.unfinished = [s.name for s in todo if s.name not in finished]
         try:
             finish()
         except Exception:
@@ -436,7 +459,9 @@ def _run_parallel(todo, options, evaluate, jobs, done):
                                          output=str(s.output)))
         except BrokenProcessPool:
             pass  # pending scenes go to a fresh pool
-        except BaseException:
+        except BaseException:  # interrupted: stop the workers now (their writes are atomic)
+            for proc in list(getattr(pool, "_processes", {}).values()):
+                proc.terminate()
             pool.shutdown(wait=False, cancel_futures=True)
             raise
         finally:

@@ -7,9 +7,11 @@ from __future__ import annotations
 import ast
 import json
 import os
+import signal
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -182,7 +184,8 @@ def test_batch_interrupt_report_lock_and_skipped_counts(scene, tmp_path, monkeyp
     def stop_on_second(s, *a, **k):
         calls.append(s.name)
         if len(calls) == 2:
-            raise KeyboardInterrupt
+            os.kill(os.getpid(), signal.SIGTERM)  # the batch turns SIGTERM into an interruption
+            time.sleep(5)
         return real(s, *a, **k)
 
     monkeypatch.setattr(batch, "_run_scene", stop_on_second)
@@ -190,8 +193,8 @@ def test_batch_interrupt_report_lock_and_skipped_counts(scene, tmp_path, monkeyp
         batch.run_batch(src, out, ratio=0.5, finetune=False)
     rep = json.loads((out / "batch_report.json").read_text())
     assert rep["ok"] is False and rep["interrupted"] is True
-    assert [s["scene"] for s in rep["scenes"]] == ["s0.ply"] and rep["not_started"] == ["s1.ply", "s2.ply"]
-    assert not (out / batch.LOCK_NAME).exists()
+    assert [s["scene"] for s in rep["scenes"]] == ["s0.ply"] and rep["unfinished"] == ["s1.ply", "s2.ply"]
+    assert not (out / batch.LOCK_NAME).exists() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
     monkeypatch.setattr(batch, "_run_scene", real)
 
     res = batch.run_batch(src, out, ratio=0.5, finetune=False)  # resumes: s0 skipped
