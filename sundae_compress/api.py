@@ -393,19 +393,23 @@ def load_for_render(path):
     return b.gaussians, postprocess_from_bundle(b)
 
 
-def prepare_image_folder(path) -> Path:
-    """Check (and create) the folder ``sundae-render`` writes into, before anything is rendered."""
+def check_image_folder(path, create: bool = False) -> Path:
+    """Check the folder ``sundae-render`` will write into, before anything is loaded or rendered:
+    not a file, not named like one, creatable or writable; with ``create``, make it (the caller
+    does so once the scene has loaded, still before rendering)."""
     path = Path(path)
+    if create:
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise SundaeError(f"cannot create {path}: {e.strerror or e}") from None
     if path.exists() and not path.is_dir():
         raise SundaeError(f"{path} is a file; -o takes a folder for the PNGs")
     if not path.exists() and path.suffix.lower() in (".ply", ".sundae", ".png", ".jpg", ".jpeg", ".json"):
         raise SundaeError(f"{path} looks like a file name; -o takes a folder for the PNGs")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise SundaeError(f"cannot create {path}: {e.strerror or e}") from None
-    if not os.access(path, os.W_OK):
-        raise SundaeError(f"{path}: folder is not writable")
+    existing = next(p for p in [path, *path.absolute().parents] if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise SundaeError(f"cannot write into {path}: {existing} is not a writable folder")
     return path
 
 

@@ -316,12 +316,13 @@ def render_main(input, output, cameras, views, size, up, quiet):
     """Render a PLY or .sundae to PNGs plus a contact sheet."""
     if quiet:
         set_quiet(True)
-    from .api import choose_views, load_for_render, prepare_image_folder
+    from .api import check_image_folder, choose_views, load_for_render
 
     size = _parse_size(size)
-    prepare_image_folder(output)  # a bad -o fails now, not after rendering
+    check_image_folder(output)  # a bad -o fails now, not after rendering
     gs, post = load_for_render(input)
     chosen = choose_views(gs, input, cameras=cameras, views=views, size=size, up=up)
+    check_image_folder(output, create=True)
     info(chosen.source)
     from .evaluate import render_to_dir
 

@@ -167,6 +167,12 @@ def test_render_output_must_be_a_folder(scene, tmp_path):
     one_line_error(run("sundae-render", scene / "X.sundae", "-o", target), "-o takes a folder")
     one_line_error(run("sundae-render", scene / "X.sundae", "-o", tmp_path / "new.ply"), "-o takes a folder")
     assert target.read_bytes() == b"precious" and not (tmp_path / "new.ply").exists()
+    if Path("/proc/self").is_dir():  # a folder nobody can create: refused once loaded, before rendering
+        r = run("sundae-render", scene / "X.sundae", "-o", "/proc/sundae-render-test", "--views", "1")
+        one_line_error(r, "cannot create")
+        assert "rendering" not in r.stderr
+    one_line_error(run("sundae-render", tmp_path / "missing.ply", "-o", tmp_path / "r"), "no such file")
+    assert not (tmp_path / "r").exists()  # nothing created for a command that failed
 
 
 # 7 -- batches: honest report when interrupted, no lock left, right counts for skipped rows ---------
