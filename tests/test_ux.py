@@ -128,6 +128,20 @@ def test_eval_held_out_views_of_a_found_camera_file(scene):
     assert t.cameras is None and "generated" in t.source
 
 
+def test_training_photos_are_keyed_by_camera_name(tmp_path):
+    """--images: photos are loaded once, in api.py, into what fine-tuning looks them up by."""
+    from sundae_compress.io.images import save_png
+
+    cams = _cameras_json(tmp_path / "cams.json", n=3)
+    for i in range(3):
+        save_png(tmp_path / "photos" / f"v{i:02d}.png", np.full((48, 64, 3), i / 4))
+    t = api.training_views(tmp_path / "s.ply", cameras=cams, images=tmp_path / "photos")
+    assert sorted(t.images) == ["v00", "v01", "v02"] and t.images["v02"].shape == (48, 64, 3)
+    assert abs(float(t.images["v02"].mean()) - 0.5) < 0.01 and "photos from" in t.source
+    with pytest.raises(SundaeError, match="--images needs --cameras"):
+        api.training_views(tmp_path / "s.ply", images=tmp_path / "photos")
+
+
 # 3 -- a bundle given to compress ---------------------------------------------------------------
 def test_compress_a_bundle_says_so(scene):
     one_line_error(run("sundae-compress", scene / "X.sundae", "--no-finetune"), "is a .sundae bundle, not a PLY")
