@@ -79,6 +79,9 @@ class CompressReport:
     merge: Optional[str] = None
     finetune: Dict[str, Any] = field(default_factory=dict)
     net_bytes: int = 0
+    format: str = "sundae"
+    #: decisions the user is told about (one line each; also sent to ``notify``)
+    notes: List[str] = field(default_factory=list)
     cameras: Optional[str] = None  # which cameras fine-tuning used, and where they came from
 
     @property
@@ -104,9 +107,37 @@ def default_bundle_path(scene) -> Path:
     return Path(scene).with_suffix(".sundae")
 
 
-def default_decoded_path(bundle) -> Path:
-    """``X.sundae`` → ``X.decoded.ply``: never the name of the ``X.ply`` it was probably made from."""
-    return Path(bundle).with_suffix(".decoded.ply")
+def default_output_path(scene, fmt: str) -> Path:
+    """``scene.ply`` → ``scene<suffix of fmt>`` next to it; ``scene.pruned.ply`` for ``ply`` (never
+    the scene's own name)."""
+    from .io.formats import output_path
+
+    out = output_path(scene, fmt)
+    if out.name == Path(scene).name:
+        out = out.with_name(out.name[: -len(out.suffix)] + ".pruned" + out.suffix)
+    return out
+
+
+#: What a compress to a format without the compensation net does: the Gaussians are still
+#: fine-tuned (that carries +4.8 to +6.9 dB on the shared scenes), but no net is trained (it would
+#: be dropped: <= 0.1 dB there, benchmarks/results/finetune.md) and no feature channels are learned.
+NO_NET_FINETUNE = {"net": False, "features": 0, "quantise_aware": "none"}
+
+
+def no_net_note(fmt: str, net_bytes: int = 0) -> str:
+    from .io.formats import FORMATS
+
+    what = f"the bundle's compensation net ({net_bytes / 1e3:.1f} KB)" if net_bytes else "a compensation net"
+    return (f"{what} cannot travel in {FORMATS[fmt].suffix}: viewers render the Gaussians alone"
+            + ("" if net_bytes else " (fine-tuning the Gaussians only, no net trained)"))
+
+
+def default_decoded_path(bundle, fmt: str = "ply") -> Path:
+    """``X.sundae`` → ``X.decoded.ply``: never the name of the ``X.ply`` it was probably made from
+    (``X.decoded.spz`` etc. for the other formats)."""
+    from .io.formats import FORMATS
+
+    return Path(bundle).with_suffix(".decoded" + FORMATS[fmt].suffix)
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -257,14 +288,23 @@ def training_views(scene_path, *, cameras=None, images=None) -> Views:
 # the pipeline
 # ----------------------------------------------------------------------------------------------
 def load_scene(path, *, strict: bool = False, sh_degree: Optional[int] = None) -> GaussianSet:
-    """Read a PLY scene (see :func:`sundae_compress.io.ply.read_ply`)."""
+    """Read a scene: a 3DGS PLY (see :func:`sundae_compress.io.ply.read_ply`), or a
+    ``.compressed.ply`` / ``.spz`` / ``.sog`` (see :mod:`sundae_compress.io.formats`)."""
+    from .io.formats import format_of_path, is_compressed_ply_file, read_scene
     from .io.ply import read_ply
 
     path = Path(path)
     if path.is_file() and _is_bundle(path):
         raise SundaeError(f"{path} is a .sundae bundle, not a PLY scene "
                           f"(sundae-decompress turns it back into a PLY)")
-    return read_ply(path, strict=strict, sh_degree=sh_degree)
+    if format_of_path(path) in (None, "ply", "sundae") and not is_compressed_ply_file(path):
+        return read_ply(path, strict=strict, sh_degree=sh_degree)
+    gs = read_scene(path)
+    if sh_degree is not None:
+        if sh_degree > gs.sh_degree:
+            raise SundaeError(f"{path} holds SH degree {gs.sh_degree}; cannot read it with SH degree {sh_degree}")
+        gs = gs.with_sh_degree(sh_degree)
+    return gs
 
 
 def prune_scene(gs: GaussianSet, *, ratio=None, count=None, method="spectral", gamma=0.5,
@@ -288,7 +328,7 @@ def compress(input, output=None, *, ratio: Optional[float] = None, count: Option
              finetune: bool = True, sh_degree: Optional[int] = None, strict: bool = False,
              overwrite: bool = False, settings=None, cameras=None, images=None,
              finetune_options: Optional[Dict[str, Any]] = None, seed: int = 0,
-             notify: Notify = None) -> CompressReport:
+             notify: Notify = None, format: Optional[str] = None) -> CompressReport:
     """Compress one PLY scene into a ``.sundae`` bundle; returns a :class:`CompressReport`.
 
     ``ratio`` (0 < r ≤ 1) or ``count`` sets the number of Gaussians kept (default ratio 0.1).
@@ -296,20 +336,33 @@ def compress(input, output=None, *, ratio: Optional[float] = None, count: Option
     on ``cameras`` (see :func:`training_views`: a camera file, "orbit", loaded cameras, or None to
     use a cameras.json next to the scene) and optional ``images``. ``notify`` receives one-line
     notices (the cameras used, dropped rows, unexpected properties) as they happen.
+    ``format`` (default: from the output's extension, else ``sundae``) may also be ``ply``,
+    ``compressed-ply``, ``spz`` or ``sog`` (:mod:`sundae_compress.io.formats`); those cannot hold the
+    compensation net, so fine-tuning then trains the Gaussians only (:data:`NO_NET_FINETUNE`).
     """
     from .io.bundle import write_bundle
+    from .io.formats import FORMATS, resolve_format, write_scene
     from .prune.select import Budget
 
     say = notify or (lambda _msg: None)
     t0 = time.perf_counter()
     input = Path(input)
-    output = Path(output) if output is not None else default_bundle_path(input)
+    fmt = resolve_format(output, format)
+    output = Path(output) if output is not None else default_output_path(input, fmt)
+    if not FORMATS[fmt].carries_net and finetune:
+        opts = dict(finetune_options or {})
+        if opts.get("features"):
+            raise SundaeError(f"--features needs the compensation net, which {FORMATS[fmt].suffix} cannot hold")
+        finetune_options = {**opts, **NO_NET_FINETUNE}
     if input.is_file() and _is_bundle(input):
         load_scene(input)  # the one-line "is a bundle, not a PLY" error
     _check_output(output, overwrite, source=input)
     wanted = Budget.parse(ratio, count) if (ratio, count) != (None, None) else Budget.parse(DEFAULT_RATIO)
     views = training_views(input, cameras=cameras, images=images) if finetune else None
-    report = CompressReport(input=str(input), output=str(output), method=method)
+    report = CompressReport(input=str(input), output=str(output), method=method, format=fmt)
+    if not FORMATS[fmt].carries_net and finetune:
+        report.notes.append(no_net_note(fmt))
+        say(report.notes[-1])
 
     t = time.perf_counter()
     gs = load_scene(input, strict=strict, sh_degree=sh_degree)
@@ -364,7 +417,10 @@ def compress(input, output=None, *, ratio: Optional[float] = None, count: Option
                      "gamma": gamma,
                      "merge": report.merge, "finetune": report.finetune or None},
     }
-    write_bundle(output, kept, settings=settings, net=net_bytes, net_meta=net_meta, info=bundle_info)
+    if fmt == "sundae":
+        write_bundle(output, kept, settings=settings, net=net_bytes, net_meta=net_meta, info=bundle_info)
+    else:
+        write_scene(kept, output, fmt)
     report.stages["write"] = time.perf_counter() - t
     report.bytes_out = os.path.getsize(output)
     report.net_bytes = len(net_bytes) if net_bytes else 0
@@ -386,7 +442,7 @@ def load_for_render(path):
     if not path.exists():
         raise SundaeError(f"{path}: no such file")
     if not _is_bundle(path):
-        return load_scene(path), None
+        return load_scene(path), None  # PLY, compressed PLY, spz or SOG
     from .compensate import postprocess_from_bundle
 
     b = load_bundle(path)
@@ -414,13 +470,21 @@ def check_image_folder(path, create: bool = False) -> Path:
 
 
 def decompress(bundle_path, output=None, *, overwrite: bool = False,
-               overwrite_source: bool = False) -> GaussianSet:
+               overwrite_source: bool = False, format: Optional[str] = None,
+               notify: Notify = None) -> GaussianSet:
     """Decode a bundle's Gaussians into a standard 3DGS PLY that any viewer opens (default name
-    :func:`default_decoded_path`). ``overwrite`` replaces an existing file, except the bundle's own
-    recorded source scene (:func:`recorded_source`), which needs ``overwrite_source`` too."""
-    from .io.ply import write_ply
+    :func:`default_decoded_path`), or (``format``, default from the output's extension) a
+    ``.compressed.ply`` / ``.spz`` / ``.sog``. ``overwrite`` replaces an existing file, except the
+    bundle's own recorded source scene (:func:`recorded_source`), which needs ``overwrite_source`` too.
+    None of those formats can carry a compensation net: when the bundle has one, ``notify`` gets
+    one line saying so."""
+    from .io.formats import resolve_format, write_scene
 
-    output = Path(output) if output is not None else default_decoded_path(bundle_path)
+    fmt = resolve_format(output, format) if (output is not None or format is not None) else "ply"
+    if fmt == "sundae":
+        raise SundaeError(f"{output}: decompress writes a scene format (ply, compressed-ply, spz, sog), "
+                          f"not a .sundae bundle")
+    output = Path(output) if output is not None else default_decoded_path(bundle_path, fmt)
     if _same_file(output, Path(bundle_path)):
         raise SundaeError(f"{output} is the bundle itself; choose another output name")
     _check_output(output, overwrite)
@@ -429,5 +493,7 @@ def decompress(bundle_path, output=None, *, overwrite: bool = False,
         raise SundaeError(f"{output} looks like the source scene {bundle_path} was made from "
                           f"(recorded in the bundle); refusing to replace it with the decoded scene "
                           f"(use --overwrite-source if you really mean it)")
-    write_ply(b.gaussians.replace(features=None), output)
+    write_scene(b.gaussians, output, fmt)
+    if b.net is not None and notify is not None:
+        notify(no_net_note(fmt, len(b.net)))
     return b.gaussians

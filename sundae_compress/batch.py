@@ -110,9 +110,10 @@ def _latest_iteration(point_cloud_dir: Path) -> Optional[Path]:
     return None if best is None else best[1]
 
 
-def discover(root: Path, outdir: Path) -> List[Scene]:
-    """Scenes under ``root`` in a deterministic order, each with its mirrored output path (and,
-    for a training folder, its cameras: :func:`~sundae_compress.api.find_cameras_for`)."""
+def discover(root: Path, outdir: Path, suffix: str = ".sundae") -> List[Scene]:
+    """Scenes under ``root`` in a deterministic order, each with its mirrored output path (ending
+    in ``suffix``, the output format's extension) and, for a training folder, its cameras
+    (:func:`~sundae_compress.api.find_cameras_for`)."""
     from .api import find_cameras_for
 
     root = Path(root)
@@ -130,14 +131,14 @@ def discover(root: Path, outdir: Path) -> List[Scene]:
                 rel = d.relative_to(root)
                 name = str(rel) if str(rel) != "." else d.resolve().name
                 rel = rel if str(rel) != "." else Path(name)
-                out = outdir / rel.parent / (rel.name + ".sundae")  # keep dots in folder names
+                out = outdir / rel.parent / (rel.name + suffix)  # keep dots in folder names
                 scenes.append(Scene(ply, out, name, find_cameras_for(ply)))
                 dirnames[:] = []  # the training folder is one scene
                 continue
         for f in sorted(filenames):
             if f.lower().endswith(".ply"):
                 rel = (d / f).relative_to(root)
-                scenes.append(Scene(d / f, outdir / rel.with_suffix(".sundae"), str(rel)))
+                scenes.append(Scene(d / f, outdir / rel.parent / (rel.stem + suffix), str(rel)))
     return scenes
 
 
@@ -160,6 +161,23 @@ def _complete_bundle_info(path: Path, source: Optional[Path] = None) -> Optional
         except OSError:
             return None
     return d
+
+
+def _complete_scene_info(path: Path, source: Optional[Path] = None) -> Optional[dict]:
+    """Like :func:`_complete_bundle_info` for any output format: a bundle is checked section by
+    section; another format is complete when it reads back (its writes are atomic). None if not."""
+    from .io.formats import format_of_path, read_scene
+
+    if format_of_path(path) in (None, "sundae"):
+        return _complete_bundle_info(path, source)
+    if not path.is_file():
+        return None
+    try:
+        n = len(read_scene(path))
+    except (SundaeError, OSError):
+        return None
+    return {"count": n, "file_bytes": path.stat().st_size,
+            "source": {"bytes": source.stat().st_size if source is not None and source.is_file() else None}}
 
 
 def bundle_is_complete(path: Path, source: Optional[Path] = None) -> bool:
@@ -229,10 +247,12 @@ def _lock(outdir: Path) -> Optional[_Lock]:
         return None
 
 
-def _remove_stale_temps(outdir: Path) -> int:
+def _remove_stale_temps(outdir: Path, suffix: str = ".sundae") -> int:
     n = 0
     if outdir.is_dir():
         stale = list(outdir.rglob(TEMP_GLOB)) + [p for n in REPORT_NAMES for p in outdir.glob(temp_glob(n))]
+        if suffix != ".sundae":
+            stale += list(outdir.rglob(temp_glob("*" + suffix)))
         for p in stale:
             try:
                 p.unlink()
@@ -321,12 +341,15 @@ def run_batch(input_dir, outdir, *, jobs: int = 1, overwrite: bool = False, eval
 
     ``options`` go to :func:`sundae_compress.api.compress` (ratio, count, finetune, seed, ...).
     Prints the table (or, with ``as_json``, only the JSON) on stdout and writes the reports."""
+    from .io.formats import FORMATS, resolve_format
+
     input_dir, outdir = Path(input_dir), Path(outdir)
     if not input_dir.is_dir():
         raise SundaeError(f"{input_dir}: not a folder")
     if outdir.exists() and not outdir.is_dir():
         raise SundaeError(f"{outdir} exists and is not a folder")
-    scenes = discover(input_dir, outdir)
+    options["format"] = resolve_format(None, options.get("format"))
+    scenes = discover(input_dir, outdir, FORMATS[options["format"]].suffix)
     if not scenes:
         raise SundaeError(f"{input_dir}: no .ply scenes found")
     try:
@@ -362,7 +385,9 @@ def _sigterm_interrupts():
 
 
 def _run_locked(scenes, outdir, jobs, overwrite, evaluate, as_json, options) -> BatchResult:
-    stale = _remove_stale_temps(outdir)
+    from .io.formats import FORMATS
+
+    stale = _remove_stale_temps(outdir, FORMATS[options.get("format") or "sundae"].suffix)
     if stale:
         info(f"removed {stale} partial file(s) left by an interrupted run")
 
@@ -373,7 +398,7 @@ def _run_locked(scenes, outdir, jobs, overwrite, evaluate, as_json, options) -> 
         if s.name in collisions:
             result.results.append(SceneResult(s.name, "failed", error=collisions[s.name], output=str(s.output)))
             continue
-        d = None if overwrite else _complete_bundle_info(s.output, s.ply)
+        d = None if overwrite else _complete_scene_info(s.output, s.ply)
         if d is not None:
             result.results.append(_skipped_result(s, d))
         else:

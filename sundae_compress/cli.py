@@ -101,7 +101,8 @@ def _method_choices():
 
 @command
 @click.argument("input", type=click.Path(path_type=Path))
-@click.option("-o", "--output", type=click.Path(path_type=Path), help="Output .sundae (default IN.sundae), or a folder for batch input.")
+@click.option("-o", "--output", type=click.Path(path_type=Path),
+              help="Output .sundae (default IN.sundae), .spz, .sog, .compressed.ply or .ply; a folder for batch input.")
 @click.option("--ratio", type=float, help="Share of the valid Gaussians to keep, 0 < r <= 1 (default 0.1).")
 @click.option("--count", type=int, help="Exact number of Gaussians to keep (instead of --ratio).")
 @click.option("--gamma", type=float, default=0.5, show_default=True, help="Band-stop share taken from the high-frequency end.")
@@ -124,6 +125,8 @@ def _method_choices():
 @click.option("--sh-degree", type=click.IntRange(0, 3), help="Drop SH bands above this degree.")
 @click.option("--strict", is_flag=True, help="Refuse rows with NaN/Inf instead of dropping them.")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
+@click.option("--format", "fmt", type=click.Choice(["sundae", "ply", "compressed-ply", "spz", "sog"]), default=None,
+              help="Output format (default: from the -o extension, else sundae). Only sundae holds the net.")
 @click.option("--jobs", type=click.IntRange(1, 64), default=1, show_default=True, help="Batch mode: scenes in parallel.")
 @click.option("--eval", "do_eval", is_flag=True, help="Batch mode: report held-out PSNR per scene.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
@@ -131,7 +134,7 @@ def _method_choices():
 @guarded
 def compress_main(input, output, ratio, count, gamma, method, merge, merge_mode, finetune, net, iterations,
                   resolution, features, prune_schedule, cameras, images, seed, sh_degree, strict, overwrite,
-                  jobs, do_eval, quiet, as_json):
+                  fmt, jobs, do_eval, quiet, as_json):
     """Compress a 3DGS PLY (or a folder of scenes) into a .sundae bundle."""
     if quiet or as_json:
         set_quiet(True)
@@ -149,7 +152,8 @@ def compress_main(input, output, ratio, count, gamma, method, merge, merge_mode,
             raise SundaeError("batch mode needs -o OUTDIR")
         result = run_batch(input, output, ratio=ratio, count=count, gamma=gamma, method=method, merge=merge_arg,
                            finetune=finetune, finetune_options=ft_opts, sh_degree=sh_degree, strict=strict,
-                           overwrite=overwrite, jobs=jobs, evaluate=do_eval, seed=seed, as_json=as_json)
+                           overwrite=overwrite, jobs=jobs, evaluate=do_eval, seed=seed, as_json=as_json,
+                           format=fmt)
         sys.exit(0 if result.ok else EXIT_ERROR)
     if jobs != 1 or do_eval:
         raise SundaeError("--jobs and --eval apply to batch mode (a folder as input)")
@@ -158,7 +162,8 @@ def compress_main(input, output, ratio, count, gamma, method, merge, merge_mode,
 
     report = compress(input, output, ratio=ratio, count=count, gamma=gamma, method=method, merge=merge_arg,
                       finetune=finetune, sh_degree=sh_degree, strict=strict, overwrite=overwrite,
-                      cameras=cameras, images=images, finetune_options=ft_opts, seed=seed, notify=info)
+                      cameras=cameras, images=images, finetune_options=ft_opts, seed=seed, notify=info,
+                      format=fmt)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
     else:
@@ -279,19 +284,25 @@ def format_inspect(d: dict) -> str:
 
 @command
 @click.argument("bundle", type=click.Path(path_type=Path))
-@click.option("-o", "--output", type=click.Path(path_type=Path), help="Output PLY (default BUNDLE.decoded.ply).")
+@click.option("-o", "--output", type=click.Path(path_type=Path),
+              help="Output .ply / .compressed.ply / .spz / .sog (default BUNDLE.decoded.ply).")
+@click.option("--format", "fmt", type=click.Choice(["ply", "compressed-ply", "spz", "sog"]), default=None,
+              help="Output format (default: from the -o extension, else ply).")
 @click.option("--overwrite", is_flag=True,
               help="Replace an existing output file (but never the bundle's recorded source scene).")
 @click.option("--overwrite-source", is_flag=True,
               help="Also allow replacing the scene this bundle was made from (its name or size is recorded "
                    "in the bundle) with the decoded, smaller scene.")
 @guarded
-def decompress_main(bundle, output, overwrite, overwrite_source):
-    """Decode a .sundae bundle into a standard 3DGS PLY (default BUNDLE.decoded.ply)."""
+def decompress_main(bundle, output, fmt, overwrite, overwrite_source):
+    """Decode a .sundae bundle into a standard 3DGS PLY (default BUNDLE.decoded.ply), or a compressed
+    PLY, .spz or .sog."""
     from .api import decompress, default_decoded_path
+    from .io.formats import resolve_format
 
-    output = output or default_decoded_path(bundle)
-    gs = decompress(bundle, output, overwrite=overwrite or overwrite_source, overwrite_source=overwrite_source)
+    output = output or default_decoded_path(bundle, resolve_format(None, fmt or "ply"))
+    gs = decompress(bundle, output, overwrite=overwrite or overwrite_source, overwrite_source=overwrite_source,
+                    format=fmt, notify=info)
     click.echo(f"{bundle.name}: {len(gs):,} Gaussians → {output}")
 
 
