@@ -32,12 +32,15 @@ RENDER_FLOOR = {"ply": 99.0, "spz": 45.0, "sog": 35.0, "compressed-ply": 52.0}
 
 
 def _render_psnr(a: GaussianSet, b: GaussianSet, views: int = 1) -> float:
-    from sundae_compress.metrics import psnr_value
+    import torch
+
+    from sundae_compress.metrics import psnr
     from sundae_compress.render import render
     from sundae_compress.render.cameras import generate_cameras
 
     cams = generate_cameras(a, n=views, width=160, height=120, seed=3)
-    vals = [psnr_value(render(a, c).rgb, render(b, c).rgb) for c in cams]
+    with torch.no_grad():
+        vals = [float(psnr(render(a, c).rgb.clamp(0, 1), render(b, c).rgb.clamp(0, 1))) for c in cams]
     return float(np.mean(vals))
 
 
