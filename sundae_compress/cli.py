@@ -262,7 +262,10 @@ def format_inspect(d: dict) -> str:
     more = []
     if d["sh_degree"] > 0:  # degree 0 has no SH rest to quantise
         cb = d.get("sh_codebook_entries")
-        more.append(f"SH rest codebook {cb if cb is not None else '-'} x {st['sh_codebook_bits']} b")
+        if st.get("sh_mode", "vq") == "scalar":  # v2 default: per-band steps
+            more.append(f"SH rest per band, steps {st['sh_step1']:g}/{st['sh_step2']:g}/{st['sh_step3']:g}")
+        else:
+            more.append(f"SH rest codebook {cb if cb is not None else '-'} x {st['sh_codebook_bits']} b")
     if d["num_features"]:
         more.append(f"features {st['feature_bits']} b")
     more.append(f"zstd level {st['zstd_level']}")

@@ -16,7 +16,7 @@ from sundae_compress.codec import CodecSettings, morton_sort
 from sundae_compress.errors import BundleError, SundaeError
 from sundae_compress.io import bundle as bmod
 from sundae_compress.cli import format_inspect
-from sundae_compress.io.bundle import MAGIC, NET_SECTION, inspect_bundle, read_bundle, write_bundle
+from sundae_compress.io.bundle import MAGIC, NET_SECTION, VERSION, inspect_bundle, read_bundle, write_bundle
 from sundae_compress.io.ply import read_ply
 
 from conftest import make_tiny_scene
@@ -40,7 +40,7 @@ def _rewrite_header(data: bytes, edit) -> bytes:
     header = json.loads(data[16:16 + hlen])
     edit(header)
     hb = json.dumps(header).encode()
-    head = data[:8] + struct.pack("<II", 1, len(hb)) + hb
+    head = data[:12] + struct.pack("<I", len(hb)) + hb
     return head + struct.pack("<I", zlib.crc32(head)) + data[20 + hlen:]
 
 
@@ -128,8 +128,8 @@ def test_wrong_magic_and_future_version(small_bundle, tmp_path):
     q.write_bytes(b"ply\nformat binary_little_endian 1.0\n" + data[36:])
     with pytest.raises(BundleError, match="not a .sundae bundle"):
         read_bundle(q)
-    q.write_bytes(data[:8] + struct.pack("<I", 2) + data[12:])
-    with pytest.raises(BundleError, match="version 2 is newer"):
+    q.write_bytes(data[:8] + struct.pack("<I", VERSION + 1) + data[12:])
+    with pytest.raises(BundleError, match=f"version {VERSION + 1} is newer"):
         read_bundle(q)
     with pytest.raises(BundleError, match="no such file"):
         read_bundle(tmp_path / "missing.sundae")
@@ -141,7 +141,10 @@ def test_wrong_magic_and_future_version(small_bundle, tmp_path):
     (lambda h: h["codec"].update(n=65), "disagree|declares"),
     (lambda h: h["codec"]["settings"].update(position_bits=64), "position_bits"),
     (lambda h: h["codec"].update(num_features=10**9), "out of range"),
-    (lambda h: h["codec"]["sh_rest"].update(codebook_size=10**9), "codebook size"),
+    (lambda h: h["codec"]["sh_rest"].update(bits=10**9), "code width"),
+    (lambda h: h["codec"].update(version=1), "codec version"),
+    (lambda h: h["codec"].pop("version"), "v2 keys"),
+    (lambda h: h["codec"]["settings"].update(sh_step2=float("inf")), "sh_step2"),
     (lambda h: h["sections"][0].update(raw_length=1 << 40), "raw bytes"),
     (lambda h: h["sections"].pop(), "do not start|do not match|after the last"),
     (lambda h: h.update(net=None), "do not match"),
@@ -180,7 +183,7 @@ def test_zstd_frame_size_must_match_table(tmp_path):
         s["offset"], s["length"], s["crc32"] = len(body), len(blob), zlib.crc32(blob)
         body += blob
     hb = json.dumps(header).encode()
-    head = MAGIC + struct.pack("<II", 1, len(hb)) + hb
+    head = MAGIC + struct.pack("<II", VERSION, len(hb)) + hb
     p.write_bytes(head + struct.pack("<I", zlib.crc32(head)) + bytes(body))
     with pytest.raises(BundleError, match="opacities.*declares"):
         read_bundle(p)
@@ -219,3 +222,30 @@ def test_guitar_smaller_than_sog_and_faithful(assets, tmp_path):
     lo, hi = gs.bounds()
     assert np.linalg.norm(b.gaussians.means - o.means, axis=1).max() <= 1e-4 * np.linalg.norm(hi - lo)
     assert inspect_bundle(p)["source"]["file"] == "guitar.ply"
+
+
+def test_v1_bundles_still_read(tmp_path):
+    """A bundle written by the v1 layout (kept in the writer for this test only) reads back."""
+    gs = make_tiny_scene(n=200, sh_degree=2, features=1)
+    v1 = CodecSettings(position_bits=16, scale_bits=8, sh_mode="vq", sh_codebook_size=32)
+    p = tmp_path / "v1.sundae"
+    write_bundle(p, gs, settings=v1, version=1, net=b"net", net_meta={})
+    data = p.read_bytes()
+    assert struct.unpack_from("<I", data, 8)[0] == 1
+    b = read_bundle(p)
+    assert b.header["version"] == 1 and "version" not in b.header["codec"] and b.net == b"net"
+    assert b.header["codec"]["sh_rest"]["codebook_size"] == 32
+    o, _ = morton_sort(gs, v1)
+    assert np.abs(b.gaussians.means - o.means).max() < 1e-3 and np.abs(b.gaussians.sh[:, 0] - o.sh[:, 0]).max() < 0.2
+    assert "SH rest codebook 32" in format_inspect(inspect_bundle(p))
+    # a v1 file must hold a v1 codec layout and vice versa
+    q = tmp_path / "mixed.sundae"
+    q.write_bytes(_rewrite_header(data, lambda h: h["codec"].update(version=2)))
+    with pytest.raises(BundleError, match="code width"):  # read as v2: a v1 SH section has no code width
+        read_bundle(q)
+    q.write_bytes(_rewrite_header(data, lambda h: h["codec"]["sh_rest"].update(codebook_size=10**9)))
+    with pytest.raises(BundleError, match="codebook size"):
+        read_bundle(q)
+    # the default v2 bundle of the same scene is smaller and decodes every Gaussian
+    st = write_bundle(tmp_path / "v2.sundae", gs)
+    assert read_bundle(st.path).header["version"] == VERSION == 2 and len(read_bundle(st.path).gaussians) == 200

@@ -123,3 +123,31 @@ def from_planes(buf: bytes, n: int, cols: int, bits: int) -> np.ndarray:
 def planes_length(n: int, cols: int, bits: int) -> int:
     """Byte length of :func:`to_planes` output for ``n`` rows of ``cols`` columns."""
     return n * cols * nbytes_for(bits)
+
+
+# -- row-major (interleaved) layout ------------------------------------------------------------
+
+def to_rows(q: np.ndarray, bits: int) -> bytes:
+    """(N, C) unsigned codes -> bytes, row by row: each value as ``ceil(bits/8)`` little-endian bytes.
+
+    Used where whole rows repeat (an exact duplicate row is then one contiguous match for zstd)."""
+    q = np.asarray(q, np.uint64)
+    q = q[:, None] if q.ndim == 1 else q
+    dt = {1: "<u1", 2: "<u2"}.get(nbytes_for(bits))
+    if dt is None:
+        raise ValueError("row layout supports codes of up to 16 bits")
+    return np.ascontiguousarray(q.astype(dt)).tobytes()
+
+
+def from_rows(buf: bytes, n: int, cols: int, bits: int) -> np.ndarray:
+    """Inverse of :func:`to_rows`: (n, cols) uint64 codes (ValueError on a size mismatch or a code
+    wider than ``bits``)."""
+    nb = nbytes_for(bits)
+    if nb > 2:
+        raise ValueError("row layout supports codes of up to 16 bits")
+    if len(buf) != n * cols * nb:
+        raise ValueError(f"expected {n * cols * nb} bytes of rows, got {len(buf)}")
+    q = np.frombuffer(buf, {1: "<u1", 2: "<u2"}[nb]).reshape(n, cols).astype(np.uint64)
+    if q.size and int(q.max()) > levels(bits):
+        raise ValueError(f"code wider than {bits} bits")
+    return q

@@ -8,11 +8,15 @@ from dataclasses import dataclass
 from .morton import MAX_BITS
 
 SCALAR_MODES = ("linear", "codebook")
+#: ``scalar``: each SH-rest coefficient rounded to a multiple of its band's step (v2 default; no
+#: k-means, so encoding is fast); ``vq``: one k-means codebook over whole SH-rest vectors (v1).
+SH_MODES = ("scalar", "vq")
 
 
 @dataclass
 class CodecSettings:
-    """How each attribute is quantised. Defaults were chosen by measurement (benchmarks/bench_sizes.py).
+    """How each attribute is quantised. The defaults are the ``medium`` quality preset
+    (:data:`QUALITY_PRESETS`, measured in benchmarks/results/rate_distortion.md).
 
     position_bits      bits per axis of the positions, relative to the scene bounds (8..21)
     rotation_bits      bits per stored smallest-three component (4..16)
@@ -20,6 +24,8 @@ class CodecSettings:
                        the three axes) or ``linear`` (per-axis min/max)
     opacity_bits/mode  opacity, quantised as alpha = sigmoid(logit) in [0, 1]
     color_bits/mode    DC colour (SH band 0), like the scales
+    sh_mode            ``scalar`` (per-band uniform steps, v2) or ``vq`` (k-means codebook, v1)
+    sh_step1..3        scalar mode: quantisation step of the SH coefficients of band 1, 2, 3
     sh_codebook_size   entries of the SH-rest vector-quantisation codebook (capped by N); 0 = auto:
                        one per 8 Gaussians, 256..4096 (sections.sh_codebook_entries)
     sh_codebook_bits   bits per codebook value (linear per dimension)
@@ -29,14 +35,18 @@ class CodecSettings:
     seed               seed of the k-means sampling/initialisation (results are deterministic)
     """
 
-    position_bits: int = 16
+    position_bits: int = 14
     rotation_bits: int = 7
-    scale_bits: int = 8
+    scale_bits: int = 6
     scale_mode: str = "linear"
     opacity_bits: int = 6
     opacity_mode: str = "linear"
     color_bits: int = 6
     color_mode: str = "codebook"
+    sh_mode: str = "scalar"
+    sh_step1: float = 0.07
+    sh_step2: float = 0.07
+    sh_step3: float = 0.07
     sh_codebook_size: int = 0
     sh_codebook_bits: int = 8
     sh_iters: int = 8
@@ -57,6 +67,12 @@ class CodecSettings:
             rng(f"{a}_bits", 2, 16)
             if getattr(self, f"{a}_mode") not in SCALAR_MODES:
                 raise ValueError(f"codec setting {a}_mode must be one of {SCALAR_MODES}")
+        if self.sh_mode not in SH_MODES:
+            raise ValueError(f"codec setting sh_mode must be one of {SH_MODES}")
+        for b in (1, 2, 3):
+            v = getattr(self, f"sh_step{b}")
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 1e-4 <= v <= 4.0:
+                raise ValueError(f"codec setting sh_step{b}={v!r} must be a number in 0.0001..4")
         rng("sh_codebook_size", 0, 1 << 24)
         rng("sh_codebook_bits", 4, 16)
         rng("sh_iters", 0, 100)
@@ -78,3 +94,29 @@ class CodecSettings:
         if unknown:
             raise ValueError(f"unknown codec settings {sorted(unknown)}")
         return cls(**d).validate()
+
+
+#: Named points on the rate–distortion curve (``--quality``), from the largest/best to the smallest.
+#: Measured on the shared scenes in benchmarks/results/rate_distortion.md.
+QUALITY_PRESETS = {
+    "max": dict(position_bits=16, rotation_bits=8, scale_bits=8, opacity_bits=7, color_bits=7,
+                sh_step1=0.03, sh_step2=0.03, sh_step3=0.03),
+    "high": dict(position_bits=15, rotation_bits=7, scale_bits=7, opacity_bits=6, color_bits=6,
+                 sh_step1=0.05, sh_step2=0.05, sh_step3=0.05),
+    "medium": dict(position_bits=14, rotation_bits=7, scale_bits=6, opacity_bits=6, color_bits=6,
+                   sh_step1=0.07, sh_step2=0.07, sh_step3=0.07),
+    "low": dict(position_bits=13, rotation_bits=5, scale_bits=5, opacity_bits=5, color_bits=5,
+                sh_step1=0.12, sh_step2=0.15, sh_step3=0.15),
+}
+#: The preset used when neither ``quality`` nor explicit settings are given.
+DEFAULT_QUALITY = "medium"
+
+
+def quality_settings(quality=None, **overrides) -> CodecSettings:
+    """:class:`CodecSettings` of a named preset (None = :data:`DEFAULT_QUALITY`) plus ``overrides``.
+
+    Raises ValueError for an unknown name (the message lists the presets)."""
+    name = DEFAULT_QUALITY if quality is None else str(quality).strip().lower()
+    if name not in QUALITY_PRESETS:
+        raise ValueError(f"unknown quality {quality!r}; choose one of {', '.join(QUALITY_PRESETS)}")
+    return CodecSettings(**{**QUALITY_PRESETS[name], **overrides}).validate()

@@ -3,7 +3,7 @@
 Layout (full spec: ``formats/SUNDAE.md``)::
 
     0       8 bytes   magic  b"\\x89SUNDAE\\n"
-    8       uint32    format version (1)
+    8       uint32    format version (2; version 1 files are still read)
     12      uint32    H = header length
     16      H bytes   header, UTF-8 JSON (counts, codec meta, section table, source, pipeline, net)
     16+H    uint32    CRC-32 of bytes [0, 16+H)
@@ -25,13 +25,16 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from .._version import __version__
-from ..codec import CodecSettings, compress, decode_gaussians, decompress, encode_gaussians, section_lengths
+from ..codec import CodecSettings, codec_version, compress, decode_gaussians, decompress, encode_gaussians, section_lengths
 from ..errors import BundleError, SundaeError
 from ..gaussians import SH_COEFFS, GaussianSet
 from .atomic import atomic_write
 
 MAGIC = b"\x89SUNDAE\n"
-VERSION = 1
+#: Format version written; readers accept every version in :data:`READ_VERSIONS` (v1: SH by k-means
+#: only; v2: adds the scalar per-band SH mode and the ``codec.version`` key).
+VERSION = 2
+READ_VERSIONS = (1, 2)
 #: Fixed prefix: magic, version, header length.
 PREFIX = struct.Struct("<8sII")
 #: Longest header a reader accepts.
@@ -111,12 +114,16 @@ def _json_safe(obj, what: str):
 
 
 def build_bundle(gs: GaussianSet, *, settings: CodecSettings | None = None, net: bytes | None = None,
-                 net_meta: dict | None = None, info: dict | None = None):
-    """The bundle's bytes as ``(prefix+header+crc, [section blobs], header dict)`` (nothing written)."""
+                 net_meta: dict | None = None, info: dict | None = None, version: int = VERSION):
+    """The bundle's bytes as ``(prefix+header+crc, [section blobs], header dict)`` (nothing written).
+
+    ``version=1`` writes the legacy layout (kept only so tests can check that v1 files still read)."""
     s = settings or CodecSettings()
+    if version not in READ_VERSIONS:
+        raise SundaeError(f"cannot write bundle format version {version!r}")
     try:
         s.validate()
-        raw, meta = encode_gaussians(gs, s)
+        raw, meta = encode_gaussians(gs, s, version=version)
     except ValueError as e:
         raise SundaeError(f"cannot encode the scene: {e}") from None
     if net is None and net_meta is not None:
@@ -144,7 +151,7 @@ def build_bundle(gs: GaussianSet, *, settings: CodecSettings | None = None, net:
     lo, hi = gs.bounds()
     header = {
         "format": "sundae",
-        "version": VERSION,
+        "version": version,
         "created_by": f"sundae-compress {__version__}",
         "count": len(gs),
         "sh_degree": gs.sh_degree,
@@ -165,13 +172,13 @@ def build_bundle(gs: GaussianSet, *, settings: CodecSettings | None = None, net:
     size = PREFIX.size + len(hb) + 4 + offset
     if total > MAX_RATIO * size + RATIO_SLACK:
         raise SundaeError("scene is too degenerate to store (compresses beyond the format's ratio bound)")
-    head = PREFIX.pack(MAGIC, VERSION, len(hb)) + hb
+    head = PREFIX.pack(MAGIC, version, len(hb)) + hb
     head += struct.pack("<I", zlib.crc32(head))
     return head, blobs, header
 
 
 def write_bundle(path, gs: GaussianSet, *, settings: CodecSettings | None = None, net: bytes | None = None,
-                 net_meta: dict | None = None, info: dict | None = None) -> BundleStats:
+                 net_meta: dict | None = None, info: dict | None = None, version: int = VERSION) -> BundleStats:
     """Encode ``gs`` (and the optional ONNX ``net`` with its ``net_meta``) into a ``.sundae`` file.
 
     ``info`` may hold ``source`` (file, bytes, count, valid; derived from ``gs.meta`` when absent)
@@ -179,7 +186,7 @@ def write_bundle(path, gs: GaussianSet, *, settings: CodecSettings | None = None
     Atomic: the file appears complete or not at all. Raises :class:`SundaeError` on failure.
     """
     path = Path(path)
-    head, blobs, header = build_bundle(gs, settings=settings, net=net, net_meta=net_meta, info=info)
+    head, blobs, header = build_bundle(gs, settings=settings, net=net, net_meta=net_meta, info=info, version=version)
     with atomic_write(path, fsync=True) as f:
         f.write(head)
         for b in blobs:
@@ -208,7 +215,7 @@ def _parse(path, data: bytes):
             raise bad("truncated (file ends inside the magic)")
         raise BundleError(f"{name}: not a .sundae bundle (bad magic)")
     _, version, hlen = PREFIX.unpack_from(data)
-    if version != VERSION:
+    if version not in READ_VERSIONS:
         if version > VERSION:
             raise BundleError(f"{name}: bundle format version {version} is newer than this reader "
                               f"(supports {VERSION}); upgrade sundae-compress")
@@ -261,6 +268,8 @@ def _parse(path, data: bytes):
         want = section_lengths(meta)
     except (ValueError, TypeError, KeyError) as e:
         raise bad(f"bad codec parameters ({e})") from None
+    if codec_version(meta) != version:
+        raise bad(f"codec layout version {codec_version(meta)} does not match the file version {version}")
     if header.get("count") != meta["n"] or header.get("sh_degree") != meta["sh_degree"] \
             or header.get("num_features") != meta["num_features"]:
         raise bad("header counts disagree with the codec parameters")
