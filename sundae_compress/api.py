@@ -62,6 +62,21 @@ def resolve_merge(merge, n: int) -> Optional[str]:
     return merge
 
 
+def resolve_codec_settings(quality: Optional[str] = None, settings=None):
+    """The codec settings of a run: explicit ``settings`` win, else the ``quality`` preset
+    (None = the default preset). Raises :class:`SundaeError` for an unknown preset or both given."""
+    from .codec import quality_settings
+
+    if settings is not None:
+        if quality is not None:
+            raise SundaeError("give either a quality preset or explicit codec settings, not both")
+        return settings
+    try:
+        return quality_settings(quality)
+    except ValueError as e:
+        raise SundaeError(str(e)) from None
+
+
 @dataclass
 class CompressReport:
     input: str
@@ -328,7 +343,7 @@ def compress(input, output=None, *, ratio: Optional[float] = None, count: Option
              finetune: bool = True, sh_degree: Optional[int] = None, strict: bool = False,
              overwrite: bool = False, settings=None, cameras=None, images=None,
              finetune_options: Optional[Dict[str, Any]] = None, seed: int = 0,
-             notify: Notify = None, format: Optional[str] = None) -> CompressReport:
+             notify: Notify = None, format: Optional[str] = None, quality: Optional[str] = None) -> CompressReport:
     """Compress one PLY scene into a ``.sundae`` bundle; returns a :class:`CompressReport`.
 
     ``ratio`` (0 < r ≤ 1) or ``count`` sets the number of Gaussians kept (default ratio 0.1).
@@ -339,6 +354,8 @@ def compress(input, output=None, *, ratio: Optional[float] = None, count: Option
     ``format`` (default: from the output's extension, else ``sundae``) may also be ``ply``,
     ``compressed-ply``, ``spz`` or ``sog`` (:mod:`sundae_compress.io.formats`); those cannot hold the
     compensation net, so fine-tuning then trains the Gaussians only (:data:`NO_NET_FINETUNE`).
+    ``quality`` names a codec preset (``max``, ``high``, ``medium`` = default, ``low``; see
+    :data:`sundae_compress.codec.QUALITY_PRESETS`); ``settings`` (a CodecSettings) overrides it.
     """
     from .io.bundle import write_bundle
     from .io.formats import FORMATS, resolve_format, write_scene
@@ -357,6 +374,7 @@ def compress(input, output=None, *, ratio: Optional[float] = None, count: Option
     if input.is_file() and _is_bundle(input):
         load_scene(input)  # the one-line "is a bundle, not a PLY" error
     _check_output(output, overwrite, source=input)
+    settings = resolve_codec_settings(quality, settings)
     wanted = Budget.parse(ratio, count) if (ratio, count) != (None, None) else Budget.parse(DEFAULT_RATIO)
     views = training_views(input, cameras=cameras, images=images) if finetune else None
     report = CompressReport(input=str(input), output=str(output), method=method, format=fmt)
@@ -412,7 +430,7 @@ def compress(input, output=None, *, ratio: Optional[float] = None, count: Option
     bundle_info = {
         "source": {"file": input.name, "bytes": report.bytes_in, "count": report.source_count,
                    "valid": report.valid_count, "dropped_rows": report.dropped_rows},
-        "pipeline": {"ratio": wanted.ratio, "count": budget,
+        "pipeline": {"ratio": wanted.ratio, "count": budget, "quality": quality,
                      "method": None if report.merge == "collapse" else method,  # collapse uses no selector
                      "gamma": gamma,
                      "merge": report.merge, "finetune": report.finetune or None},

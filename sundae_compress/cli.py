@@ -120,6 +120,7 @@ def _method_choices():
 @click.option("--cameras", help="cameras.json / transforms.json for fine-tuning views, or 'orbit' for generated "
                                 "views (default: a cameras.json / transforms.json next to the scene, else orbit).")
 @click.option("--images", type=click.Path(path_type=Path), help="Folder of training photos matching --cameras (instead of distillation).")
+@click.option("--quality", default=None, help="Codec rate-distortion preset: max, high, medium (default), low.")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Random seed of selection, generated views and fine-tuning (same seed, same bundle).")
 @click.option("--sh-degree", type=click.IntRange(0, 3), help="Drop SH bands above this degree.")
@@ -133,7 +134,7 @@ def _method_choices():
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @guarded
 def compress_main(input, output, ratio, count, gamma, method, merge, merge_mode, finetune, net, iterations,
-                  resolution, features, prune_schedule, cameras, images, seed, sh_degree, strict, overwrite,
+                  resolution, features, prune_schedule, cameras, images, quality, seed, sh_degree, strict, overwrite,
                   fmt, jobs, do_eval, quiet, as_json):
     """Compress a 3DGS PLY (or a folder of scenes) into a .sundae bundle."""
     if quiet or as_json:
@@ -145,6 +146,9 @@ def compress_main(input, output, ratio, count, gamma, method, merge, merge_mode,
     if not net:
         ft_opts["net"] = False
     merge_arg = (merge_mode or "auto") if merge else None
+    from .api import resolve_codec_settings
+
+    resolve_codec_settings(quality)  # an unknown preset fails before any work
     if input.is_dir():
         from .batch import run_batch
 
@@ -153,7 +157,7 @@ def compress_main(input, output, ratio, count, gamma, method, merge, merge_mode,
         result = run_batch(input, output, ratio=ratio, count=count, gamma=gamma, method=method, merge=merge_arg,
                            finetune=finetune, finetune_options=ft_opts, sh_degree=sh_degree, strict=strict,
                            overwrite=overwrite, jobs=jobs, evaluate=do_eval, seed=seed, as_json=as_json,
-                           format=fmt)
+                           format=fmt, quality=quality)
         sys.exit(0 if result.ok else EXIT_ERROR)
     if jobs != 1 or do_eval:
         raise SundaeError("--jobs and --eval apply to batch mode (a folder as input)")
@@ -163,7 +167,7 @@ def compress_main(input, output, ratio, count, gamma, method, merge, merge_mode,
     report = compress(input, output, ratio=ratio, count=count, gamma=gamma, method=method, merge=merge_arg,
                       finetune=finetune, sh_degree=sh_degree, strict=strict, overwrite=overwrite,
                       cameras=cameras, images=images, finetune_options=ft_opts, seed=seed, notify=info,
-                      format=fmt)
+                      format=fmt, quality=quality)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
     else:

@@ -291,3 +291,33 @@ def test_decoder_rejects_inconsistent_sections():
         decode_gaussians({k: v for k, v in secs.items() if k != "means"}, meta)
     with pytest.raises(ValueError):
         decode_gaussians(secs, {**meta, "n": 10**12})
+
+
+def test_quality_option_end_to_end(assets, tmp_path):
+    """``--quality`` reaches the codec (smaller bundle at ``low``); an unknown preset is one error line."""
+    from sundae_compress.api import compress as api_compress
+    from sundae_compress.errors import SundaeError
+    from sundae_compress.io.bundle import read_bundle
+
+    src = assets / "donut.ply"
+    sizes = {}
+    for q in ("low", "max"):
+        rep = api_compress(src, tmp_path / f"{q}.sundae", ratio=0.1, finetune=False, quality=q)
+        sizes[q] = rep.bytes_out
+        b = read_bundle(tmp_path / f"{q}.sundae")
+        assert b.header["codec"]["settings"] == quality_settings(q).to_dict()
+        assert b.header["pipeline"]["quality"] == q
+    assert sizes["low"] < 0.8 * sizes["max"], sizes
+    with pytest.raises(SundaeError, match="unknown quality"):
+        api_compress(src, tmp_path / "x.sundae", finetune=False, quality="ultra")
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    r = subprocess.run([str(Path(sys.executable).parent / "sundae-compress"), str(src), "-o",
+                        str(tmp_path / "y.sundae"), "--quality", "ultra", "--no-finetune"],
+                       capture_output=True, text=True, env=env)
+    assert not (tmp_path / "y.sundae").exists()
+    assert r.returncode == 1 and r.stderr.strip().startswith("error: unknown quality") and len(r.stderr.strip().splitlines()) == 1, r.stderr
