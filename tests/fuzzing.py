@@ -116,18 +116,20 @@ def bundle_seeds(tmp: Path) -> List[Tuple[str, bytes]]:
 
     out = []
     rng = np.random.default_rng(7)
-    specs = [
-        ("sh3_features", random_scene(60, 4, 3, features=4), None, {}),
-        ("sh0", random_scene(30, 5, 0), None, {}),
-        ("sh1_one", random_scene(1, 6, 1), None, {}),
+    specs = [  # v2 (scalar SH by default), the v2 k-means SH mode, and a legacy v1 file
+        ("sh3_features", random_scene(60, 4, 3, features=4), None, {}, 2),
+        ("sh0", random_scene(30, 5, 0), None, {}, 2),
+        ("sh1_one", random_scene(1, 6, 1), None, {}, 2),
         ("sh2_net", random_scene(50, 8, 2, features=2), bytes(rng.integers(0, 256, 300, dtype=np.uint8)),
-         {"scale_mode": "codebook", "opacity_mode": "codebook", "color_mode": "linear"}),
+         {"scale_mode": "codebook", "opacity_mode": "codebook", "color_mode": "linear"}, 2),
+        ("sh2_vq", random_scene(40, 9, 2), None, {"sh_mode": "vq"}, 2),
+        ("v1_sh1_net", random_scene(40, 10, 1, features=1), bytes(range(40)), {"sh_mode": "vq"}, 1),
     ]
-    for name, gs, net, settings in specs:
+    for name, gs, net, settings, version in specs:
         p = tmp / f"seed_{name}.sundae"
         write_bundle(p, gs, settings=CodecSettings(sh_codebook_size=16, zstd_level=3, **settings), net=net,
                      net_meta={"params": 10, "kind": "fuzz"} if net is not None else None,
-                     info={"source": {"file": "fuzz.ply", "bytes": 1000, "count": len(gs)}})
+                     info={"source": {"file": "fuzz.ply", "bytes": 1000, "count": len(gs)}}, version=version)
         out.append((name, p.read_bytes()))
     return out
 
@@ -347,8 +349,10 @@ def split_bundle(d: bytes):
 def join_bundle(header, blobs: List[bytes], *, fix_table: bool = True, raw_header: Optional[bytes] = None) -> bytes:
     """Serialise ``header`` + ``blobs`` with a valid header length and CRC (and, with
     ``fix_table``, section offsets / lengths / CRCs that match the blobs)."""
-    from sundae_compress.io.bundle import MAGIC, PREFIX, VERSION
+    from sundae_compress.io.bundle import MAGIC, PREFIX, READ_VERSIONS, VERSION
 
+    version = header.get("version") if isinstance(header, dict) else None
+    version = version if version in READ_VERSIONS and not isinstance(version, bool) else VERSION  # keep v1 seeds v1
     if fix_table and isinstance(header, dict) and isinstance(header.get("sections"), list):
         off = 0
         for t, b in zip(header["sections"], blobs):
@@ -356,7 +360,7 @@ def join_bundle(header, blobs: List[bytes], *, fix_table: bool = True, raw_heade
                 t["offset"], t["length"], t["crc32"] = off, len(b), zlib.crc32(b)
             off += len(b)
     hb = raw_header if raw_header is not None else json.dumps(header, separators=(",", ":")).encode()
-    head = PREFIX.pack(MAGIC, VERSION, len(hb)) + hb
+    head = PREFIX.pack(MAGIC, version, len(hb)) + hb
     return head + struct.pack("<I", zlib.crc32(head)) + b"".join(blobs)
 
 
@@ -411,12 +415,12 @@ def b_header_field(h, blobs, rng):
     meta = h.get("codec") if isinstance(h.get("codec"), dict) else {}
     targets = [(h, "count"), (h, "sh_degree"), (h, "num_features"), (h, "version"), (h, "format"), (h, "net"),
                (h, "codec"), (h, "sections"), (meta, "n"), (meta, "sh_degree"), (meta, "num_features"),
-               (meta, "settings")]
+               (meta, "settings"), (meta, "version")]
     for sec in ("means", "scales", "opacities", "sh_dc", "sh_rest", "features"):
         if isinstance(meta.get(sec), dict):
             targets += [(meta[sec], "lo"), (meta[sec], "hi"), (meta, sec)]
             if sec == "sh_rest":
-                targets += [(meta[sec], "codebook_size")] * 3
+                targets += [(meta[sec], "codebook_size"), (meta[sec], "bits")] * 3
     if isinstance(meta.get("settings"), dict):
         targets += [(meta["settings"], k) for k in meta["settings"]]
     for _ in range(int(rng.integers(1, 3))):
@@ -512,7 +516,10 @@ def b_forge(h, blobs, rng):
         meta.setdefault("features", {})
         meta["features"] = {"lo": [0.0] * meta["num_features"], "hi": [1.0] * meta["num_features"]}
     if rng.random() < 0.3 and isinstance(meta.get("sh_rest"), dict):
-        meta["sh_rest"]["codebook_size"] = int(rng.choice([1, 2, n, max(1, n // 2), 1 << 24]))
+        if "bits" in meta["sh_rest"]:  # v2 scalar SH: the code width sets the section length
+            meta["sh_rest"]["bits"] = int(rng.choice([1, 8, 9, 16]))
+        else:
+            meta["sh_rest"]["codebook_size"] = int(rng.choice([1, 2, n, max(1, n // 2), 1 << 24]))
     if rng.random() < 0.2:
         meta["settings"]["position_bits"] = int(rng.choice([8, 21]))
     try:
