@@ -206,6 +206,7 @@ def test_scalar_sh_steps_per_band():
         section_lengths({**meta, "sh_rest": {"bits": 17}})
 
 
+@pytest.mark.slow
 def test_quality_presets(assets):
     assert CodecSettings() == quality_settings() == quality_settings(DEFAULT_QUALITY)
     with pytest.raises(ValueError, match="choose one of"):
@@ -293,6 +294,7 @@ def test_decoder_rejects_inconsistent_sections():
         decode_gaussians(secs, {**meta, "n": 10**12})
 
 
+@pytest.mark.slow
 def test_quality_option_end_to_end(assets, tmp_path):
     """``--quality`` reaches the codec (smaller bundle at ``low``); an unknown preset is one error line."""
     from sundae_compress.api import compress as api_compress
