@@ -22,26 +22,35 @@
 * Locking: ``OUTDIR/.sundae-batch.lock`` (``flock``) stops two batches writing the same folder;
   the kernel drops it when the process dies, so a killed run never blocks the next one, and the
   file is deleted when a batch ends (finished or interrupted).
-* Reports: a table on stdout at the end, ``OUTDIR/batch_report.csv`` and ``OUTDIR/batch_report.json``;
-  after Ctrl-C / SIGTERM they say ``"ok": false, "interrupted": true`` and list the unfinished scenes.
+* Reports: a table on stdout at the end, ``OUTDIR/batch_report.csv`` and ``OUTDIR/batch_report.json``
+  (with the worker that converted each scene and how long it took); after Ctrl-C / SIGTERM they
+  say ``"ok": false, "interrupted": true`` and list the unfinished scenes.
+* Many machines: ``client=`` (a ``dask.distributed.Client``) runs every scene as a task on a Dask
+  cluster instead (:mod:`sundae_compress.batch_dask`); discovery, resume and the reports stay here.
+* Storage: the input folder and OUTDIR may be fsspec URLs (:mod:`sundae_compress.storage`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import os
 import re
+import shutil
+import socket
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from . import storage
 from .errors import SundaeError
-from .io.atomic import atomic_write, temp_glob
+from .io.atomic import temp_glob
 from .progress import Progress, info, is_quiet, set_quiet
+from .storage import Location
 
 MEM_BASE = {False: 300e6, True: 600e6}  # keyed by "fine-tuning on"
 MEM_PER_INPUT_BYTE = {False: 10.0, True: 24.0}
@@ -55,10 +64,10 @@ TEMP_GLOB = temp_glob("*.sundae")
 
 @dataclass
 class Scene:
-    ply: Path
-    output: Path
+    ply: Location  # a Path, or a URL string for remote storage
+    output: Location
     name: str
-    cameras: Optional[Path] = None
+    cameras: Optional[Location] = None
 
 
 @dataclass
@@ -74,6 +83,8 @@ class SceneResult:
     seconds: float = 0.0
     error: str = ""
     output: str = ""
+    worker: str = ""  # host:pid, or the Dask worker's address
+    attempts: int = 0  # > 1 when a worker died under the scene and another one redid it
 
 
 @dataclass
@@ -100,90 +111,100 @@ class BatchResult:
 _ITER = re.compile(r"^iteration_(\d+)$")
 
 
-def _latest_iteration(point_cloud_dir: Path) -> Optional[Path]:
+def _latest_iteration(point_cloud_dir: Location) -> Optional[Location]:
     best = None
-    for d in point_cloud_dir.iterdir():
-        m = _ITER.match(d.name)
-        if m and (d / "point_cloud.ply").is_file():
+    for name in storage.listdir(point_cloud_dir):
+        m = _ITER.match(name)
+        ply = storage.join(point_cloud_dir, name, "point_cloud.ply")
+        if m and storage.isfile(ply):
             if best is None or int(m.group(1)) > best[0]:
-                best = (int(m.group(1)), d / "point_cloud.ply")
+                best = (int(m.group(1)), ply)
     return None if best is None else best[1]
 
 
-def discover(root: Path, outdir: Path, suffix: str = ".sundae") -> List[Scene]:
-    """Scenes under ``root`` in a deterministic order, each with its mirrored output path (ending
-    in ``suffix``, the output format's extension) and, for a training folder, its cameras
-    (:func:`~sundae_compress.api.find_cameras_for`)."""
+def discover(root, outdir, suffix: str = ".sundae") -> List[Scene]:
+    """Scenes under ``root`` (a folder or folder URL) in a deterministic order, each with its
+    mirrored output path under ``outdir`` (ending in ``suffix``, the output format's extension)
+    and, for a training folder, its cameras (:func:`~sundae_compress.api.find_cameras_for`)."""
     from .api import find_cameras_for
 
-    root = Path(root)
-    outdir = Path(outdir).resolve()
+    root = storage.normalize(root)
+    outdir = storage.normalize(outdir)
+    if isinstance(outdir, Path):
+        outdir = outdir.resolve()
     scenes: List[Scene] = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        d = Path(dirpath)
+    for d, dirnames, filenames in storage.walk(root):
         dirnames.sort()
-        if d.resolve() == outdir or outdir in d.resolve().parents:
+        if storage.inside(d, outdir):
             dirnames[:] = []
             continue
-        if (d / "point_cloud").is_dir():
-            ply = _latest_iteration(d / "point_cloud")
+        if "point_cloud" in dirnames:
+            ply = _latest_iteration(storage.join(d, "point_cloud"))
             if ply is not None:
-                rel = d.relative_to(root)
-                name = str(rel) if str(rel) != "." else d.resolve().name
-                rel = rel if str(rel) != "." else Path(name)
-                out = outdir / rel.parent / (rel.name + suffix)  # keep dots in folder names
-                scenes.append(Scene(ply, out, name, find_cameras_for(ply)))
+                rel = storage.relative(d, root)
+                name = rel or storage.name(storage.absolute(d))
+                out = storage.join(outdir, name + suffix)  # keep dots in folder names
+                if isinstance(ply, Path):
+                    cams = find_cameras_for(ply)
+                else:
+                    cams = storage.join(d, "cameras.json")
+                    cams = cams if storage.isfile(cams) else None
+                scenes.append(Scene(ply, out, name, cams))
                 dirnames[:] = []  # the training folder is one scene
                 continue
         for f in sorted(filenames):
             if f.lower().endswith(".ply"):
-                rel = (d / f).relative_to(root)
-                scenes.append(Scene(d / f, outdir / rel.parent / (rel.stem + suffix), str(rel)))
+                rel = storage.relative(storage.join(d, f), root)
+                scenes.append(Scene(storage.join(d, f), storage.join(outdir, rel[:-4] + suffix), rel))
     return scenes
 
 
-def _complete_bundle_info(path: Path, source: Optional[Path] = None) -> Optional[dict]:
+def _complete_bundle_info(path: Location, source: Optional[Location] = None) -> Optional[dict]:
     """:func:`~sundae_compress.io.bundle.inspect_bundle` of ``path`` when it is a complete bundle
     (every section passes its checksum) made from a file of ``source``'s size; else None."""
-    if not path.is_file():
+    if not storage.isfile(path):
         return None
     from .io.bundle import inspect_bundle
 
     try:
-        d = inspect_bundle(path)
+        with storage.local_file(path) as local:
+            d = inspect_bundle(local)
     except SundaeError:
         return None
     if source is not None:
         src = d.get("source") or {}
         try:
-            if src.get("bytes") is not None and src["bytes"] != source.stat().st_size:
+            if src.get("bytes") is not None and src["bytes"] != storage.size(source):
                 return None  # the input changed since: convert it again
         except OSError:
             return None
     return d
 
 
-def _complete_scene_info(path: Path, source: Optional[Path] = None) -> Optional[dict]:
+def _complete_scene_info(path: Location, source: Optional[Location] = None) -> Optional[dict]:
     """Like :func:`_complete_bundle_info` for any output format: a bundle is checked section by
     section; another format is complete when it reads back (its writes are atomic). None if not."""
     from .io.formats import format_of_path, read_scene
 
-    if format_of_path(path) in (None, "sundae"):
+    if format_of_path(storage.name(path)) in (None, "sundae"):
         return _complete_bundle_info(path, source)
-    if not path.is_file():
+    if not storage.isfile(path):
         return None
     try:
-        n = len(read_scene(path))
+        with storage.local_file(path) as local:
+            n = len(read_scene(local))
+        size = storage.size(path)
     except (SundaeError, OSError):
         return None
-    return {"count": n, "file_bytes": path.stat().st_size,
-            "source": {"bytes": source.stat().st_size if source is not None and source.is_file() else None}}
+    return {"count": n, "file_bytes": size,
+            "source": {"bytes": storage.size(source) if source is not None and storage.isfile(source) else None}}
 
 
-def bundle_is_complete(path: Path, source: Optional[Path] = None) -> bool:
+def bundle_is_complete(path, source=None) -> bool:
     """True when ``path`` is a bundle whose every section passes its checksum (and, given the
     ``source`` PLY, whose recorded source size matches it)."""
-    return _complete_bundle_info(Path(path), None if source is None else Path(source)) is not None
+    return _complete_bundle_info(storage.normalize(path), None if source is None else storage.normalize(source)) \
+        is not None
 
 
 def _skipped_result(scene: Scene, d: dict) -> SceneResult:
@@ -247,18 +268,14 @@ def _lock(outdir: Path) -> Optional[_Lock]:
         return None
 
 
-def _remove_stale_temps(outdir: Path, suffix: str = ".sundae") -> int:
-    n = 0
-    if outdir.is_dir():
-        stale = list(outdir.rglob(TEMP_GLOB)) + [p for n in REPORT_NAMES for p in outdir.glob(temp_glob(n))]
-        if suffix != ".sundae":
-            stale += list(outdir.rglob(temp_glob("*" + suffix)))
-        for p in stale:
-            try:
-                p.unlink()
-                n += 1
-            except OSError:
-                pass
+def _remove_stale_temps(outdir: Location, suffix: str = ".sundae", names=None) -> int:
+    """Remove the temporary files an interrupted write left below ``outdir`` (given ``names``:
+    only those of these output file names; else also the reports' own)."""
+    n = storage.remove_matching(outdir, TEMP_GLOB, names)
+    if suffix != ".sundae":
+        n += storage.remove_matching(outdir, temp_glob("*" + suffix), names)
+    if names is None:
+        n += sum(storage.remove_matching(outdir, temp_glob(r), recursive=False) for r in REPORT_NAMES)
     return n
 
 
@@ -268,27 +285,52 @@ def _remove_stale_temps(outdir: Path, suffix: str = ".sundae") -> int:
 def _run_scene(scene: Scene, options: Dict[str, Any], evaluate: bool, quiet: bool) -> SceneResult:
     set_quiet(quiet)
     t0 = time.perf_counter()
+    work = None
+    local = scene
     try:
         from .api import compress
 
-        scene.output.parent.mkdir(parents=True, exist_ok=True)
-        rep = compress(scene.ply, scene.output, overwrite=True, cameras=scene.cameras, notify=info, **options)
-        res = SceneResult(scene.name, "ok", rep.valid_count, rep.kept_count, rep.bytes_in / 1e6,
-                          rep.bytes_out / 1e6, rep.ratio, output=str(scene.output))
-        if evaluate:
-            try:
-                res.psnr = _evaluate(scene)
-            except Exception as e:  # the bundle is fine; say why there is no PSNR
-                res.error = f"evaluation failed: {type(e).__name__}: {e}".split("\n")[0][:300]
+        if storage.is_url(scene.ply) or storage.is_url(scene.output) or storage.is_url(scene.cameras):
+            work = storage.temp_dir()  # remote storage: work on local copies, publish the bundle at the end
+        with contextlib.ExitStack() as stack:
+            if work is not None:
+                ply = stack.enter_context(storage.local_copy(scene.ply, work))
+                cams = None if scene.cameras is None else stack.enter_context(storage.local_copy(scene.cameras, work))
+                out = scene.output if isinstance(scene.output, Path) else work / storage.name(scene.output)
+                local = Scene(ply, out, scene.name, cams)
+            storage.makedirs(storage.parent(scene.output))
+            rep = compress(local.ply, local.output, overwrite=True, cameras=local.cameras, notify=info, **options)
+            if local.output != scene.output:
+                storage.publish(local.output, scene.output)
+            res = SceneResult(scene.name, "ok", rep.valid_count, rep.kept_count, rep.bytes_in / 1e6,
+                              rep.bytes_out / 1e6, rep.ratio, output=str(scene.output))
+            if evaluate:
+                try:
+                    res.psnr = _evaluate(local)
+                except Exception as e:  # the bundle is fine; say why there is no PSNR
+                    res.error = f"evaluation failed: {type(e).__name__}: {e}".split("\n")[0][:300]
     except SundaeError as e:
-        res = SceneResult(scene.name, "failed", error=str(e), output=str(scene.output))
+        res = SceneResult(scene.name, "failed", error=_remote_names(str(e), local, scene), output=str(scene.output))
     except MemoryError:
         res = SceneResult(scene.name, "failed", error="out of memory", output=str(scene.output))
     except Exception as e:  # keep the batch going; the report says what broke
         res = SceneResult(scene.name, "failed", error=f"internal error: {type(e).__name__}: {e}",
                           output=str(scene.output))
+    finally:
+        if work is not None:
+            shutil.rmtree(work, ignore_errors=True)
     res.seconds = time.perf_counter() - t0
+    res.worker = f"{socket.gethostname()}:{os.getpid()}"
+    res.attempts = 1
     return res
+
+
+def _remote_names(message: str, local: Scene, scene: Scene) -> str:
+    """An error about a local working copy, told with the user's URLs."""
+    for a, b in ((local.ply, scene.ply), (local.output, scene.output), (local.cameras, scene.cameras)):
+        if a is not None and a != b:
+            message = message.replace(str(a), str(b))
+    return message
 
 
 def _evaluate(scene: Scene) -> float:
@@ -312,10 +354,10 @@ def _memory_available() -> float:
     return 4e9
 
 
-def scene_memory_budget(ply: Path, finetune: bool) -> float:
+def scene_memory_budget(ply: Location, finetune: bool) -> float:
     """Bytes of memory one scene is budgeted (see the module docstring)."""
     try:
-        size = ply.stat().st_size
+        size = storage.size(ply)
     except OSError:
         size = 0
     return MEM_BASE[bool(finetune)] + MEM_PER_INPUT_BYTE[bool(finetune)] * size
@@ -336,30 +378,32 @@ def _worker_init(quiet: bool) -> None:
 # the batch
 # ---------------------------------------------------------------------------------------------
 def run_batch(input_dir, outdir, *, jobs: int = 1, overwrite: bool = False, evaluate: bool = False,
-              as_json: bool = False, **options) -> BatchResult:
+              as_json: bool = False, client=None, **options) -> BatchResult:
     """Convert every scene under ``input_dir`` into ``outdir``; see the module docstring.
 
+    ``input_dir`` and ``outdir`` are folders or fsspec folder URLs. ``client``: a
+    ``dask.distributed.Client`` to run the scenes on its cluster (then ``jobs`` is unused).
     ``options`` go to :func:`sundae_compress.api.compress` (ratio, count, finetune, seed, ...).
     Prints the table (or, with ``as_json``, only the JSON) on stdout and writes the reports."""
     from .io.formats import FORMATS, resolve_format
 
-    input_dir, outdir = Path(input_dir), Path(outdir)
-    if not input_dir.is_dir():
+    input_dir, outdir = storage.normalize(input_dir), storage.normalize(outdir)
+    if not storage.isdir(input_dir):
         raise SundaeError(f"{input_dir}: not a folder")
-    if outdir.exists() and not outdir.is_dir():
+    if storage.exists(outdir) and not storage.isdir(outdir):
         raise SundaeError(f"{outdir} exists and is not a folder")
     options["format"] = resolve_format(None, options.get("format"))
     scenes = discover(input_dir, outdir, FORMATS[options["format"]].suffix)
     if not scenes:
         raise SundaeError(f"{input_dir}: no .ply scenes found")
     try:
-        outdir.mkdir(parents=True, exist_ok=True)
+        storage.makedirs(outdir)
     except OSError as e:
         raise SundaeError(f"cannot create {outdir}: {e.strerror or e}") from None
-    lock = _lock(outdir)
+    lock = _lock(outdir) if isinstance(outdir, Path) else None  # object stores have no flock
     previous = _sigterm_interrupts()
     try:
-        return _run_locked(scenes, outdir, jobs, overwrite, evaluate, as_json, options)
+        return _run_locked(scenes, outdir, jobs, overwrite, evaluate, as_json, options, client)
     finally:
         if previous is not None:
             import signal
@@ -384,10 +428,10 @@ def _sigterm_interrupts():
     return signal.signal(signal.SIGTERM, stop)
 
 
-def _run_locked(scenes, outdir, jobs, overwrite, evaluate, as_json, options) -> BatchResult:
-    from .io.formats import FORMATS
-
-    stale = _remove_stale_temps(outdir, FORMATS[options.get("format") or "sundae"].suffix)
+def plan_batch(scenes: List[Scene], outdir: Location, overwrite: bool, suffix: str = ".sundae"):
+    """Resume: remove stale temporary files, mark output collisions as failed and complete
+    outputs as skipped. Returns ``(BatchResult with those rows, scenes still to convert)``."""
+    stale = _remove_stale_temps(outdir, suffix)
     if stale:
         info(f"removed {stale} partial file(s) left by an interrupted run")
 
@@ -406,7 +450,41 @@ def _run_locked(scenes, outdir, jobs, overwrite, evaluate, as_json, options) -> 
     skipped = sum(r.status == "skipped" for r in result.results)
     if skipped:
         info(f"{skipped} scene(s) already complete, skipped (use --overwrite to redo)")
-    info(f"{len(todo)} scene(s) to convert" + (f", up to {jobs} at a time" if jobs > 1 and len(todo) > 1 else ""))
+    return result, todo
+
+
+def _mark_interrupted(result: BatchResult, todo: List[Scene]) -> None:
+    """After Ctrl-C / SIGTERM: every scene that was to be converted and never reported back is
+    ``unfinished``, unless its bundle is there and complete all the same (a worker finished it as
+    the batch stopped: an ``ok`` row without timing)."""
+    result.interrupted = True
+    finished = {r.scene for r in result.results}
+    for s in todo:
+        if s.name in finished:
+            continue
+        try:
+            d = _complete_scene_info(s.output, s.ply)
+        except Exception:
+            d = None
+        if d is not None:
+            r = _skipped_result(s, d)
+            r.status, r.error = "ok", "finished as the batch was interrupted (no timing)"
+            result.results.append(r)
+        else:
+            result.unfinished.append(s.name)
+
+
+def _run_locked(scenes, outdir, jobs, overwrite, evaluate, as_json, options, client=None) -> BatchResult:
+    from .io.formats import FORMATS
+
+    suffix = FORMATS[options.get("format") or "sundae"].suffix
+    result, todo = plan_batch(scenes, outdir, overwrite, suffix)
+    if client is not None:
+        from .batch_dask import describe_cluster
+
+        info(f"{len(todo)} scene(s) to convert on {describe_cluster(client)}")
+    else:
+        info(f"{len(todo)} scene(s) to convert" + (f", up to {jobs} at a time" if jobs > 1 and len(todo) > 1 else ""))
 
     order = {s.name: i for i, s in enumerate(scenes)}
 
@@ -423,18 +501,25 @@ def _run_locked(scenes, outdir, jobs, overwrite, evaluate, as_json, options) -> 
                 if r.status == "failed":
                     info(f"{r.scene}: failed: {r.error}")
                 elif not bar.tty:
-                    info(f"{r.scene}: {r.status} in {r.seconds:.1f} s")
+                    info(f"{r.scene}: {r.status} in {r.seconds:.1f} s" + (f" on {r.worker}" if client else ""))
 
-            if jobs <= 1 or len(todo) <= 1:
+            if client is not None:
+                from .batch_dask import run_on_client
+
+                finetune = bool(options.get("finetune"))
+                run_on_client(client, todo, options, evaluate, done, run_scene=_run_scene, note=info,
+                              budget=lambda s: scene_memory_budget(s.ply, finetune),
+                              failed=lambda s, msg: SceneResult(s.name, "failed", error=msg, output=str(s.output)))
+                # a worker killed mid-write leaves its temporary file; the redo wrote the bundle
+                _remove_stale_temps(outdir, suffix, names=[storage.name(s.output) for s in todo])
+            elif jobs <= 1 or len(todo) <= 1:
                 for i, s in enumerate(todo, 1):
                     info(f"[{i}/{len(todo)}] {s.name}")
                     done(_run_scene(s, options, evaluate, is_quiet()))
             else:
                 _run_parallel(todo, options, evaluate, jobs, done)
-    except BaseException:  # Ctrl-C / SIGTERM: still leave an honest report of what was done
-        result.interrupted = True
-        finished = {r.scene for r in result.results}
-        result.unfinished = [s.name for s in todo if s.name not in finished]
+    except BaseException:  # Ctrl-C / SIGTERM: still leave a report of what was done
+        _mark_interrupted(result, todo)
         try:
             finish()
         except Exception:
@@ -508,13 +593,12 @@ def format_table(result: BatchResult) -> str:
     return "\n".join(lines)
 
 
-def _write_reports(result: BatchResult, outdir: Path) -> None:
-    csv_path, json_path = (outdir / n for n in REPORT_NAMES)
-    text = io.StringIO()
-    w = csv.DictWriter(text, fieldnames=list(SceneResult.__dataclass_fields__))
+def _write_reports(result: BatchResult, outdir: Location) -> None:
+    rows = [asdict(r) for r in result.results]
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=list(SceneResult.__dataclass_fields__))
     w.writeheader()
-    w.writerows(asdict(r) for r in result.results)
-    with atomic_write(csv_path) as f:
-        f.write(text.getvalue().encode())
-    with atomic_write(json_path) as f:
-        f.write(json.dumps(result.to_dict(), indent=2).encode())
+    w.writerows(rows)
+    csv_path, json_path = (storage.join(outdir, n) for n in REPORT_NAMES)
+    storage.write_text_atomic(csv_path, buf.getvalue())
+    storage.write_text_atomic(json_path, json.dumps(result.to_dict(), indent=2))

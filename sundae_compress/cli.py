@@ -100,9 +100,9 @@ def _method_choices():
 
 
 @command
-@click.argument("input", type=click.Path(path_type=Path))
-@click.option("-o", "--output", type=click.Path(path_type=Path),
-              help="Output .sundae (default IN.sundae), .spz, .sog, .compressed.ply or .ply; a folder for batch input.")
+@click.argument("input")
+@click.option("-o", "--output", help="Output .sundae (default IN.sundae), .spz, .sog, .compressed.ply or .ply; "
+                                     "a folder (or fsspec folder URL) for batch input.")
 @click.option("--ratio", type=float, help="Share of the valid Gaussians to keep, 0 < r <= 1 (default 0.1).")
 @click.option("--count", type=int, help="Exact number of Gaussians to keep (instead of --ratio).")
 @click.option("--gamma", type=float, default=0.5, show_default=True, help="Band-stop share taken from the high-frequency end.")
@@ -130,16 +130,22 @@ def _method_choices():
               help="Output format (default: from the -o extension, else sundae). Only sundae holds the net.")
 @click.option("--jobs", type=click.IntRange(1, 64), default=1, show_default=True, help="Batch mode: scenes in parallel.")
 @click.option("--eval", "do_eval", is_flag=True, help="Batch mode: report held-out PSNR per scene.")
+@click.option("--scheduler", default=None, metavar="ADDRESS",
+              help="Batch mode on a Dask cluster: a scheduler address (tcp://host:8786), or local:N for N local workers.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @guarded
 def compress_main(input, output, ratio, count, gamma, method, merge, merge_mode, finetune, net, iterations,
                   resolution, features, prune_schedule, cameras, images, quality, seed, sh_degree, strict, overwrite,
-                  fmt, jobs, do_eval, quiet, as_json):
-    """Compress a 3DGS PLY (or a folder of scenes) into a .sundae bundle."""
+                  fmt, jobs, do_eval, scheduler, quiet, as_json):
+    """Compress a 3DGS PLY (or a folder of scenes, local or an fsspec URL) into a .sundae bundle."""
+    from . import storage
+
     if quiet or as_json:
         set_quiet(True)
-    if not input.exists():
+    input = storage.normalize(input)
+    output = None if output is None else storage.normalize(output)
+    if not storage.exists(input):
         raise SundaeError(f"{input}: no such file or folder")
     ft_opts = {k: v for k, v in dict(iterations=iterations, resolution=resolution, features=features,
                                       prune_schedule=prune_schedule).items() if v is not None}
@@ -149,18 +155,29 @@ def compress_main(input, output, ratio, count, gamma, method, merge, merge_mode,
     from .api import resolve_codec_settings
 
     resolve_codec_settings(quality)  # an unknown preset fails before any work
-    if input.is_dir():
+    if storage.isdir(input):
         from .batch import run_batch
 
         if output is None:
             raise SundaeError("batch mode needs -o OUTDIR")
-        result = run_batch(input, output, ratio=ratio, count=count, gamma=gamma, method=method, merge=merge_arg,
-                           finetune=finetune, finetune_options=ft_opts, sh_degree=sh_degree, strict=strict,
-                           overwrite=overwrite, jobs=jobs, evaluate=do_eval, seed=seed, as_json=as_json,
-                           format=fmt, quality=quality)
+        batch = dict(ratio=ratio, count=count, gamma=gamma, method=method, merge=merge_arg, finetune=finetune,
+                     finetune_options=ft_opts, sh_degree=sh_degree, strict=strict, overwrite=overwrite,
+                     evaluate=do_eval, seed=seed, as_json=as_json, format=fmt, quality=quality)
+        if scheduler is None:
+            result = run_batch(input, output, jobs=jobs, **batch)
+        else:
+            if jobs != 1:
+                raise SundaeError("--jobs is for one machine; with --scheduler the cluster's workers set the parallelism")
+            from .batch import MEM_SHARE
+            from .batch_dask import connect
+
+            with connect(scheduler, memory_share=MEM_SHARE) as client:
+                result = run_batch(input, output, client=client, **batch)
         sys.exit(0 if result.ok else EXIT_ERROR)
-    if jobs != 1 or do_eval:
-        raise SundaeError("--jobs and --eval apply to batch mode (a folder as input)")
+    if jobs != 1 or do_eval or scheduler is not None:
+        raise SundaeError("--jobs, --eval and --scheduler apply to batch mode (a folder as input)")
+    if not isinstance(input, Path) or (output is not None and not isinstance(output, Path)):
+        raise SundaeError("URLs are for batch mode (a folder of scenes); give a single scene as a local path")
 
     from .api import compress
 
