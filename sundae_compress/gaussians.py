@@ -41,7 +41,8 @@ def sh_degree_for(k: int) -> int:
 
 def sigmoid(x) -> np.ndarray:
     """Logistic function (float64): opacity logit -> alpha."""
-    return 1.0 / (1.0 + np.exp(-np.asarray(x, np.float64)))
+    with np.errstate(over="ignore"):  # a logit below -709 is alpha 0, not an overflow warning
+        return 1.0 / (1.0 + np.exp(-np.asarray(x, np.float64)))
 
 
 def logit(a, lo: float = 0.0, hi: float = 1.0) -> np.ndarray:

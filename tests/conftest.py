@@ -53,3 +53,27 @@ def make_tiny_scene(n: int = 256, seed: int = 0, sh_degree: int = 3, features: i
 def tiny_scene():
     """Factory: ``tiny_scene(n=256, seed=0, sh_degree=3, features=0) -> GaussianSet``."""
     return make_tiny_scene
+
+
+@pytest.fixture(params=["native", "numpy"])
+def backend(request):
+    """Runs the test once with the native kernel and once with the numpy / scipy fallbacks, and
+    checks afterwards that exactly that backend ran (the native run fails if the kernel is not
+    built: ``pip install -e .``)."""
+    from sundae_compress.prune import native
+
+    with native.use(request.param == "native"):
+        native.ran.clear()
+        yield request.param
+        assert native.ran == {request.param}, f"backend {request.param} requested, {native.ran} ran"
+
+
+@pytest.fixture
+def kernel():
+    """The native kernel only (for comparisons against the independent cKDTree / numpy paths)."""
+    from sundae_compress.prune import native
+
+    with native.use(True):
+        native.ran.clear()
+        yield
+        assert native.ran == {"native"}

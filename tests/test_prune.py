@@ -32,7 +32,10 @@ def guitar():
 
 @pytest.fixture(scope="module")
 def guitar_scores(guitar):
-    return spectral_scores(guitar.means)
+    from sundae_compress.prune import native
+
+    with native.use(True):
+        return spectral_scores(guitar.means)
 
 
 def _set(means, seed=0):
@@ -59,10 +62,7 @@ def _dense_scores(x, nbr, d2):
 
 # ---- the graph / scores ---------------------------------------------------------------------
 
-@pytest.mark.parametrize("kernel", [True, False])
-def test_score_equals_dense_laplacian(kernel, monkeypatch):
-    if not kernel:
-        monkeypatch.setenv("SUNDAE_NO_CKERNEL", "1")
+def test_score_equals_dense_laplacian(backend):
     rng = np.random.default_rng(1)
     x = rng.normal(size=(300, 3)).astype(np.float32)
     x[:20] *= 6  # a few far points, some edges beyond the threshold
@@ -74,7 +74,7 @@ def test_score_equals_dense_laplacian(kernel, monkeypatch):
     np.testing.assert_allclose(got, _dense_scores(x, g.nbr, g.d2), rtol=1e-4, atol=1e-6)
 
 
-def test_fast_graph_matches_ckdtree_exactly():
+def test_fast_graph_matches_ckdtree_exactly(kernel):
     rng = np.random.default_rng(2)
     # clustered surface-like data plus floaters far away (exercise ring growth and the cap)
     t = rng.uniform(0, 2 * np.pi, 20000)
@@ -105,7 +105,7 @@ def test_default_threshold_is_factor_times_median_kth():
 
 
 @pytest.mark.parametrize("case", ["duplicates", "identical", "flat", "collinear", "offset", "tiny"])
-def test_edge_cases_finite(case):
+def test_edge_cases_finite(case, kernel):
     rng = np.random.default_rng(4)
     x = rng.normal(size=(500, 3))
     if case == "duplicates":
@@ -135,12 +135,17 @@ def test_edge_cases_finite(case):
 
 @pytest.mark.parametrize("n", [1, 2, 5, 17])
 def test_few_points(n):
+    from sundae_compress.prune import native
+
     x = np.random.default_rng(5).normal(size=(n, 3)).astype(np.float32)
-    s = spectral_scores(x, k=16)
+    native.ran.clear()
+    with native.use(True):
+        s = spectral_scores(x, k=16)
     assert s.shape == (n,) and np.isfinite(s).all()
     if n == 1:
         assert s[0] == 0
     else:
+        assert native.ran == {"native"}
         np.testing.assert_allclose(s, spectral_scores_reference(x, k=16), rtol=1e-4, atol=1e-7)
         assert knn_graph(x, k=16).nbr.shape == (n, min(16, n - 1))
 

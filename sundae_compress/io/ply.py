@@ -5,7 +5,8 @@ by name in any order: ``x y z``, ``f_dc_0..2``, optional ``f_rest_*`` (0, 9, 24 
 channel-major: all red coefficients, then green, then blue), ``opacity`` (logit),
 ``scale_0..2`` (log-scales) and ``rot_0..3`` (quaternion w, x, y, z). Binary (either byte
 order) and ASCII bodies and every PLY scalar type are read; rows with NaN/Inf in a used
-property are dropped. Every problem is a one-line :class:`~sundae_compress.errors.PlyError`.
+property are dropped; a scene whose centres reach beyond ±``MAX_COORD`` (1e8) is refused. Every
+problem is a one-line :class:`~sundae_compress.errors.PlyError`.
 
 :func:`write_ply` writes the standard INRIA layout (binary little-endian float32, with zero
 normals) atomically. ``write_ply`` followed by ``read_ply`` gives back the same arrays bit for bit.
@@ -26,6 +27,10 @@ from .ply_header import PlyElement, PlyHeader, parse_header
 __all__ = ["read_ply", "write_ply", "REQUIRED_PROPERTIES"]
 
 MEANS = ["x", "y", "z"]
+#: Largest |centre coordinate| accepted. float32 keeps 24 bits, so at 1e8 neighbouring centres
+#: are 8 units apart: a scene reaching beyond is garbage (typically a wrong property type or byte
+#: order in the header) that no float32 renderer can draw, and it is refused.
+MAX_COORD = 1e8
 DC = ["f_dc_0", "f_dc_1", "f_dc_2"]
 SCALES = ["scale_0", "scale_1", "scale_2"]
 ROTS = ["rot_0", "rot_1", "rot_2", "rot_3"]
@@ -100,7 +105,8 @@ def _finite_rows(a: np.ndarray) -> np.ndarray:
     A row sum is non-finite whenever the row holds NaN/Inf (and rarely on overflow), so only the
     few rows with a non-finite sum are checked element by element.
     """
-    s = a @ np.ones(a.shape[1], a.dtype)
+    with np.errstate(over="ignore", invalid="ignore"):  # huge finite values may overflow the sum
+        s = a @ np.ones(a.shape[1], a.dtype)
     ok = np.isfinite(s)
     suspects = np.flatnonzero(~ok)
     if len(suspects):
@@ -159,8 +165,9 @@ def _read_binary(f, path, header: PlyHeader, vertex: PlyElement, before: List[Pl
     if len(types) == 1:  # one scalar type: a plain matrix view, no copy
         return raw.view(order + types.pop()).reshape(len(raw), len(vertex.properties))
     table = np.empty((len(raw), len(vertex.properties)), np.float64)  # exact for every PLY type
-    for j, p in enumerate(vertex.properties):
-        table[:, j] = raw[p.name]
+    with np.errstate(over="ignore", invalid="ignore"):  # NaN / huge floats are dealt with later
+        for j, p in enumerate(vertex.properties):
+            table[:, j] = raw[p.name]
     return table
 
 
@@ -251,6 +258,10 @@ def read_ply(path, *, strict: bool = False, sh_degree: Optional[int] = None) -> 
         if dropped == vertex.count:
             raise PlyError(f"{path}: contains no usable Gaussians (all {dropped} rows hold NaN/Inf values)")
         arrays = {name: a[finite] for name, a in arrays.items()}
+    reach = float(np.abs(arrays["means"]).max())
+    if reach > MAX_COORD:
+        raise PlyError(f"{path}: centre coordinates reach {reach:.3g}, beyond the ±{MAX_COORD:.0e} a float32 "
+                       f"scene can use (is a property's type or the byte order in the header wrong?)")
     arrays["quats"], zero_quats = _unit_quats(arrays["quats"])
     return GaussianSet(**arrays, meta={
         "source": str(path),

@@ -20,7 +20,7 @@ Rounds, until the target count is reached:
    their ends removed, repeat (this reproduces the greedy cheapest-first matching without a
    Python loop over edges).
    The costs (one C loop over the edges, threaded) and the greedy matching over the stably
-   cost-sorted edges (one C pass) use the compiled helpers of :mod:`.graph` when available.
+   cost-sorted edges (one C pass) use the native helpers (``csrc/merge.c``) when built.
 4. The matched pairs (only the cheapest ones in the last round, to land on the exact count) are
    moment-matched with :func:`sundae_compress.prune.group.merge_groups`.
 """
@@ -33,6 +33,8 @@ import numpy as np
 
 from ..gaussians import GaussianSet
 from . import moments as mm
+from . import native
+from .native import ptr, run_parallel, split
 from .group import gaussian_mass, merge_groups
 
 EPS_COV = 1e-12
@@ -48,10 +50,8 @@ def edge_costs(i: np.ndarray, j: np.ndarray, means: np.ndarray, cov6: np.ndarray
                logdet: np.ndarray, app: np.ndarray, lam: float, chunk: int = 1 << 21) -> np.ndarray:
     """Cost of merging Gaussian ``i[e]`` with ``j[e]`` for every edge ``e`` (float64), chunked."""
     out = np.empty(len(i), np.float64)
-    lib = _lib()
+    lib = native.lib()
     if lib is not None and len(i):
-        from .graph import _ptr, _run_parallel, _split
-
         ii = np.ascontiguousarray(i, np.int64)
         jj = np.ascontiguousarray(j, np.int64)
         mf = np.ascontiguousarray(means, np.float32)
@@ -61,10 +61,10 @@ def edge_costs(i: np.ndarray, j: np.ndarray, means: np.ndarray, cov6: np.ndarray
         use_app = lam > 0 and app is not None
         ap = np.ascontiguousarray(app, np.float32).reshape(len(means), -1) if use_app else None
         napp = ap.shape[1] if use_app else 0
-        _run_parallel(lambda a, b: lib.edge_cost_rows(_ptr(ii), _ptr(jj), a, b, _ptr(mf), _ptr(c6), _ptr(ww),
-                                                      _ptr(ld), _ptr(ap) if use_app else None, napp,
-                                                      float(lam), EPS_COV, _ptr(out)),
-                      _split(len(ii), 8))
+        run_parallel(lambda a, b: lib.edge_cost_rows(ptr(ii), ptr(jj), a, b, ptr(mf), ptr(c6), ptr(ww),
+                                                      ptr(ld), ptr(ap) if use_app else None, napp,
+                                                      float(lam), EPS_COV, ptr(out)),
+                      split(len(ii), 8))
         return out
     for a in range(0, len(i), chunk):
         out[a:a + chunk] = _edge_costs(i[a:a + chunk], j[a:a + chunk], means, cov6, w, logdet, app, lam)
@@ -94,31 +94,27 @@ def _edge_costs(i, j, means, cov6, w, logdet, app, lam):
 def greedy_matching(u: np.ndarray, v: np.ndarray, cost: np.ndarray, n: int, max_pairs: int) -> np.ndarray:
     """Indices of a set of disjoint edges, equal to the greedy cheapest-first matching
     (ties broken by edge index), stopped after ``max_pairs`` edges (the cheapest ones)."""
-    lib = _lib()
+    lib = native.lib()
     cost = np.asarray(cost, np.float64)
     if lib is not None and not np.isnan(cost).any():
-        from .graph import _ptr
-
         cost = np.ascontiguousarray(cost)
         order = np.empty(len(cost), np.int64)
-        if lib.argsort_f64(_ptr(cost), len(cost), _ptr(order)) < 0:  # radix: same as a stable argsort
+        if lib.argsort_f64(ptr(cost), len(cost), ptr(order)) < 0:  # radix: same as a stable argsort
             raise MemoryError("sorting edge costs")
     else:
         order = np.argsort(cost, kind="stable")  # = lexsort((arange, cost)): ties by edge index
     if lib is not None:
-        from .graph import _ptr
-
         uu = np.ascontiguousarray(u, np.int64)
         vv = np.ascontiguousarray(v, np.int64)
         order = np.ascontiguousarray(order, np.int64)
         chosen = np.empty(max(0, min(int(max_pairs), n // 2 + 1)), np.int64)
-        c = lib.greedy_match(_ptr(uu), _ptr(vv), _ptr(order), len(order), n, len(chosen), _ptr(chosen))
+        c = lib.greedy_match(ptr(uu), ptr(vv), ptr(order), len(order), n, len(chosen), ptr(chosen))
         if c < 0:
             raise MemoryError("greedy matching")
         return chosen[:c]
     u, v = u[order], v[order]
     rank = np.arange(len(order))
-    alive = np.ones(len(order), bool)
+    alive = u != v  # a self-loop is no pair
     matched = np.zeros(n, bool)
     chosen = []
     while alive.any():
@@ -179,23 +175,15 @@ def mutual_matching(nbr: np.ndarray, cost: np.ndarray, max_pairs: int, iters: in
     return u, v
 
 
-def _lib():
-    from .graph import _load_kernel
-
-    return _load_kernel()
-
-
 def _undirected_edges(nbr: np.ndarray):
     """(u, v) with u < v: every edge of the directed kNN lists ``nbr`` (-1 padded) once."""
     n, k = nbr.shape
-    lib = _lib()
+    lib = native.lib()
     if lib is not None:
-        from .graph import _ptr
-
         nb = np.ascontiguousarray(nbr, np.int64)
         u = np.empty(n * k, np.int64)
         v = np.empty(n * k, np.int64)
-        e = lib.knn_edges(_ptr(nb), n, k, _ptr(u), _ptr(v))
+        e = lib.knn_edges(ptr(nb), n, k, ptr(u), ptr(v))
         return u[:e].copy(), v[:e].copy()
     src = np.repeat(np.arange(n), k)
     dst = nbr.reshape(-1)
@@ -210,23 +198,16 @@ def _undirected_edges(nbr: np.ndarray):
     return np.minimum(src, dst), np.maximum(src, dst)
 
 
-def _knn(x: np.ndarray, k: int, workers: int) -> np.ndarray:
-    """(n, k) indices of the k nearest other centres (-1 padded)."""
-    from scipy.spatial import cKDTree
+def _knn(x: np.ndarray, k: int) -> np.ndarray:
+    """(n, k) indices of the k nearest other centres (-1 padded), no edge-length cut."""
+    from .graph import knn_graph
 
-    if _lib() is not None and len(x) > k:
-        from .graph import knn_graph
-
-        return knn_graph(x, k=k, threshold=np.inf).nbr  # C grid search, no edge-length cut
-
-    _, nbr = cKDTree(x).query(x, k=k + 1, workers=workers)
-    nbr = nbr[:, 1:]
-    return np.where(nbr < len(x), nbr, -1)
+    return knn_graph(x, k=k, threshold=np.inf).nbr
 
 
 def collapse_to(gs: GaussianSet, count: int, *, k: int = 8, mass: str = "area", opacity: str = "coverage",
                 scores: Optional[np.ndarray] = None, beta: float = 0.0, lam: float = 1.0,
-                round_fraction: float = 0.5, matching: str = "greedy", workers: int = -1,
+                round_fraction: float = 0.5, matching: str = "greedy",
                 timings: Optional[dict] = None) -> GaussianSet:
     """Collapse ``gs`` to exactly ``count`` Gaussians by rounds of pairwise moment-matched merges.
 
@@ -262,7 +243,7 @@ def collapse_to(gs: GaussianSet, count: int, *, k: int = 8, mass: str = "area", 
         need = n - count
         kk = min(k, n - 1)
         t0 = time.perf_counter()
-        nbr = _knn(cur.means.astype(np.float64), kk, workers)
+        nbr = _knn(cur.means, kk)
         t0 = lap("knn", t0)
         cov6 = mm.cov6_from(cur.quats, cur.scales)
         w = gaussian_mass(cur, mass)

@@ -15,7 +15,7 @@ Everything here works on flat arrays so that millions of Gaussians are grouped w
   (as a unit quaternion) and log-scales, with tiny / negative eigenvalues clamped.
 * :func:`splat_area` -- the footprint proxy (pi x product of the two largest standard deviations).
 
-With the compiled kernel of :mod:`.graph` (the default; ``SUNDAE_NO_CKERNEL=1`` disables it)
+With the native kernel (``csrc/merge.c``, loaded by :mod:`.native`)
 ``cov6_from`` and the eigen-decompositions (cyclic Jacobi, same output as ``numpy.linalg.eigh``
 to ~1e-15) run threaded in C and ``group_moments`` accumulates all ten group sums in one C pass;
 the numpy code below is the fallback.
@@ -28,6 +28,8 @@ from typing import Optional, Tuple
 import numpy as np
 
 from ..gaussians import quat_to_rotmat, rotmat_to_quat
+from . import native
+from .native import ptr, run_parallel, split
 
 #: Index pairs of the 6 unique covariance entries, in storage order.
 COV6 = ((0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2))
@@ -37,31 +39,31 @@ COV6 = ((0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2))
 MIN_REL_STD = 1e-4
 #: Absolute floor on standard deviations, world units.
 MIN_ABS_STD = 1e-7
+#: Log-scales are clamped to ±this in the moment maths (e^50 ≈ 5e21 standard deviations; a
+#: trained scene's lie within about ±15). Garbage values (a mis-typed PLY column gives log-scales
+#: up to 3e38) would otherwise overflow exp() and turn the merged Gaussians into NaN.
+LOG_SCALE_LIMIT = 50.0
 
 
-def _lib():
-    """The compiled helpers of :mod:`.graph` (None without a C compiler / SUNDAE_NO_CKERNEL)."""
-    from .graph import _load_kernel
-
-    return _load_kernel()
+def clamped_log_scales(scales: np.ndarray) -> np.ndarray:
+    """float64 log-scales clamped to ±:data:`LOG_SCALE_LIMIT`."""
+    return np.clip(np.asarray(scales, np.float64), -LOG_SCALE_LIMIT, LOG_SCALE_LIMIT)
 
 
 def cov6_from(quats: np.ndarray, scales: np.ndarray, chunk: int = 1 << 20) -> np.ndarray:
     """(N, 6) float64 covariances R diag(exp(2 s)) R^T from wxyz quaternions and log-scales."""
     n = len(quats)
     out = np.empty((n, 6), np.float64)
-    lib = _lib()
+    lib = native.lib()
     if lib is not None and n:
-        from .graph import _ptr, _run_parallel, _split
-
         q = np.ascontiguousarray(quats, np.float32)
-        s = np.ascontiguousarray(scales, np.float32)
-        _run_parallel(lambda a, b: lib.cov6_rows(_ptr(q), _ptr(s), a, b, _ptr(out)), _split(n, 8))
+        s = np.ascontiguousarray(clamped_log_scales(scales), np.float32)
+        run_parallel(lambda a, b: lib.cov6_rows(ptr(q), ptr(s), a, b, ptr(out)), split(n, 8))
         return out
     for a in range(0, n, chunk):
         b = min(a + chunk, n)
         r = quat_to_rotmat(quats[a:b])
-        v = np.exp(2.0 * scales[a:b].astype(np.float64))
+        v = np.exp(2.0 * clamped_log_scales(scales[a:b]))
         for c, (i, j) in enumerate(COV6):
             out[a:b, c] = (r[:, i, :] * r[:, j, :] * v).sum(1)
     return out
@@ -78,13 +80,13 @@ def cov6_to_mat(c6: np.ndarray) -> np.ndarray:
 
 def splat_area(scales: np.ndarray) -> np.ndarray:
     """pi x product of the two largest standard deviations (float64), from log-scales."""
-    s = np.sort(scales.astype(np.float64), axis=1)
+    s = np.sort(clamped_log_scales(scales), axis=1)
     return np.pi * np.exp(s[:, 1] + s[:, 2])
 
 
 def splat_volume(scales: np.ndarray) -> np.ndarray:
     """Product of the three standard deviations (float64), from log-scales."""
-    return np.exp(scales.astype(np.float64).sum(1))
+    return np.exp(clamped_log_scales(scales).sum(1))
 
 
 def group_moments(group: np.ndarray, n_groups: int, w: np.ndarray, means: np.ndarray, cov6: np.ndarray,
@@ -102,15 +104,13 @@ def group_moments(group: np.ndarray, n_groups: int, w: np.ndarray, means: np.nda
     if empty.any():  # fall back to unit masses inside zero-mass groups
         w = np.where(empty[group], 1.0, w)
         wsum = np.bincount(group, weights=w, minlength=n_groups)
-    lib = _lib()
+    lib = native.lib()
     if lib is not None and len(group):
-        from .graph import _ptr
-
         acc = np.zeros((n_groups, 10))
         anc = np.ascontiguousarray(anchor, np.float64)
-        lib.group_accum(_ptr(np.ascontiguousarray(group)), len(group), _ptr(np.ascontiguousarray(w)),
-                        _ptr(np.ascontiguousarray(means, np.float32)), _ptr(np.ascontiguousarray(cov6, np.float64)),
-                        _ptr(anc), _ptr(acc))
+        lib.group_accum(ptr(np.ascontiguousarray(group)), len(group), ptr(np.ascontiguousarray(w)),
+                        ptr(np.ascontiguousarray(means, np.float32)), ptr(np.ascontiguousarray(cov6, np.float64)),
+                        ptr(anc), ptr(acc))
         wsum = acc[:, 0]
         mu_off = acc[:, 1:4] / wsum[:, None]
         cov = acc[:, 4:] / wsum[:, None]
@@ -140,14 +140,12 @@ def cov6_to_rotation_scales(cov6: np.ndarray, chunk: int = 1 << 19) -> Tuple[np.
     scales = np.empty((m, 3), np.float32)
     for a in range(0, m, chunk):
         b = min(a + chunk, m)
-        lib = _lib()
+        lib = native.lib()
         if lib is not None:
-            from .graph import _ptr, _run_parallel, _split
-
             c6 = np.ascontiguousarray(cov6[a:b], np.float64)
             val = np.empty((b - a, 3))
             vec = np.empty((b - a, 3, 3))
-            _run_parallel(lambda p, r: lib.eig3_rows(_ptr(c6), p, r, _ptr(val), _ptr(vec)), _split(b - a, 8))
+            run_parallel(lambda p, r: lib.eig3_rows(ptr(c6), p, r, ptr(val), ptr(vec)), split(b - a, 8))
         else:
             mat = cov6_to_mat(cov6[a:b])
             mat = np.where(np.isfinite(mat), mat, 0.0)
