@@ -12,6 +12,16 @@ Measured:
                       every run's wall / CPU / load average listed).
   * ``select``     -- band-stop selection of 10 % from the scores.
   * ``ckdtree``    -- the reference's neighbour query alone (scipy cKDTree, k=17, all cores).
+  * alternatives to the C kernel, each the k=17 neighbour search of the same centres:
+    ``pykdtree`` (OpenMP queries; plus the numpy scoring of :func:`graph.scores_from_graph` for a
+    complete scorer), ``numba`` (a parallel grid search written for this comparison: the same
+    cells, 3x3x3 block and sorted top-k insertion as the C kernel's first pass, without its ring
+    growth, so a lower bound; compile time excluded).
+  * ``ordinary_1m`` / ``coincident_1m`` -- :func:`spectral_scores` of 1 M of the centres vs
+    1 M identical centres.
+  * ``compress`` -- the whole ``compress(..., finetune=False)`` (read PLY → scores → select →
+    assign-merge → encode → write) of the 4.9 M scene written as a PLY under benchmarks/work,
+    next to ``ckdtree_k9``: a scipy cKDTree build + k=9 query (all cores) on the same centres.
 
 Writes benchmarks/results/prune_speed.json and .md. Usage: ``python benchmarks/bench_prune_speed.py``.
 """
@@ -29,8 +39,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 ASSETS = ROOT.parent / "shared" / "assets"
 OUT = ROOT / "benchmarks" / "results"
-N = 4_900_000
+N = int(os.environ.get("BENCH_N", "4900000"))
 REPS = int(os.environ.get("BENCH_REPS", "4"))
+WHAT = [w for w in os.environ.get("BENCH_WHAT", "fast,select,ckdtree,pykdtree,numba,ordinary_1m,coincident_1m,"
+                                  "ckdtree_k9,compress").split(",") if w]
 
 
 def build_points():
@@ -70,6 +82,7 @@ def child(what: str):
         from sundae_compress.prune.graph import kernel_available, spectral_scores
 
         out["kernel"] = kernel_available()
+        spectral_scores(x[:1000])  # imports
         runs = []
         for _ in range(REPS + 1):
             tm = {}
@@ -96,6 +109,37 @@ def child(what: str):
         out["stages"] = {"band-stop selection (10%)": time.perf_counter() - t0,
                          "band-stop selection CPU": _cpu_s() - c0}
         out["kept"] = int(len(idx))
+    elif what in ("pykdtree", "numba"):
+        out["stages"] = _alternative(what, x)
+    elif what in ("ordinary_1m", "coincident_1m"):
+        from sundae_compress.prune.graph import spectral_scores
+
+        xs = x[np.random.default_rng(1).choice(len(x), 1_000_000, replace=False)] if what == "ordinary_1m" \
+            else np.full((1_000_000, 3), 0.5, np.float32)
+        base = _rss_mb()
+        spectral_scores(xs[:1000])  # warm-up (imports)
+        c0, t0 = _cpu_s(), time.perf_counter()
+        spectral_scores(xs)
+        out["stages"] = {"spectral scores 1 M": time.perf_counter() - t0, "CPU": _cpu_s() - c0}
+    elif what == "ckdtree_k9":
+        from scipy.spatial import cKDTree
+
+        xd = x.astype(np.float64)
+        c0, t0 = _cpu_s(), time.perf_counter()
+        cKDTree(xd).query(xd, k=9, workers=-1)
+        out["stages"] = {"cKDTree build + query k=9": time.perf_counter() - t0, "CPU": _cpu_s() - c0}
+    elif what == "compress":
+        from sundae_compress.api import compress
+        from sundae_compress.progress import set_quiet
+
+        set_quiet(True)
+        ply = _scene_ply()
+        base = _rss_mb()
+        c0, t0 = _cpu_s(), time.perf_counter()
+        rep = compress(ply, ply.with_suffix(".sundae"), ratio=0.1, finetune=False, overwrite=True)
+        out["stages"] = {"compress --no-finetune (ratio 0.1)": time.perf_counter() - t0, "CPU": _cpu_s() - c0,
+                         **{f"  {k}": v for k, v in rep.stages.items()}}
+        out["merge"] = rep.merge
     elif what == "ckdtree":
         from scipy.spatial import cKDTree
 
@@ -108,6 +152,116 @@ def child(what: str):
                          "total CPU (all threads)": _cpu_s() - c0}
     out["peak_rss_mb_above_baseline"] = _rss_mb() - base
     print("RESULT " + json.dumps(out))
+
+
+def _scene_ply() -> Path:
+    """The 4.9 M scene (all attributes: playbot_125k tiled like :func:`build_points`) as a PLY in
+    benchmarks/work (written once)."""
+    import numpy as np
+
+    from sundae_compress.gaussians import GaussianSet
+    from sundae_compress.io.ply import read_ply, write_ply
+
+    p = ROOT / "benchmarks" / "work" / f"playbot_tiled_{N}.ply"
+    if p.exists():
+        return p
+    gs = read_ply(ASSETS / "playbot_125k.ply")
+    reps = -(-N // len(gs))
+    idx = np.tile(np.arange(len(gs)), reps)[:N]
+    means = build_points()
+    big = GaussianSet(means=means, quats=gs.quats[idx], scales=gs.scales[idx], opacities=gs.opacities[idx],
+                      sh=gs.sh[idx])
+    p.parent.mkdir(parents=True, exist_ok=True)
+    write_ply(big, p)
+    return p
+
+
+def _alternative(what: str, x):
+    """k=17 neighbour search (and for pykdtree the numpy scoring) with a library instead of the C kernel."""
+    import numpy as np
+
+    k = 17
+    st = {}
+    if what == "pykdtree":
+        from pykdtree.kdtree import KDTree
+
+        from sundae_compress.prune.graph import _cut, scores_from_graph
+
+        c0, t0 = _cpu_s(), time.perf_counter()
+        tree = KDTree(x)
+        t1 = time.perf_counter()
+        d, idx = tree.query(x, k=k)
+        t2 = time.perf_counter()
+        st["pykdtree build"] = t1 - t0
+        st["pykdtree query k=17"] = t2 - t1
+        st["kNN CPU"] = _cpu_s() - c0
+        d2 = (d[:, 1:].astype(np.float32)) ** 2
+        g = _cut(idx[:, 1:].astype(np.int64), d2, None)
+        scores_from_graph(x, g.nbr, g.d2)
+        st["threshold + numpy scores"] = time.perf_counter() - t2
+        st["total"] = time.perf_counter() - t0
+        st["total CPU"] = _cpu_s() - c0
+        return st
+    import numba
+
+    from sundae_compress.prune import native
+    from sundae_compress.prune.graph import CELL_FACTOR, _estimate_kth, _Grid
+
+    @numba.njit(parallel=True, cache=False)
+    def knn(pts, keys, start, m, dims, lo, s, k, out_n, out_d):
+        for cm in numba.prange(m):
+            key = keys[cm]
+            cx = key % dims[0]
+            cy = (key // dims[0]) % dims[1]
+            cz = key // (dims[0] * dims[1])
+            bd = np.empty(k, np.float32)
+            bi = np.empty(k, np.int32)
+            for i in range(start[cm], start[cm + 1]):
+                cnt = 0
+                px, py, pz = pts[i, 0], pts[i, 1], pts[i, 2]
+                for dz in range(-1, 2):
+                    for dy in range(-1, 2):
+                        y, z = cy + dy, cz + dz
+                        if y < 0 or z < 0 or y >= dims[1] or z >= dims[2]:
+                            continue
+                        base = (z * dims[1] + y) * dims[0]
+                        a = np.searchsorted(keys, base + max(cx - 1, 0))
+                        b = np.searchsorted(keys, base + min(cx + 1, dims[0] - 1) + 1)
+                        for j in range(start[a], start[b]):
+                            if j == i:
+                                continue
+                            ex, ey, ez = px - pts[j, 0], py - pts[j, 1], pz - pts[j, 2]
+                            d = ex * ex + ey * ey + ez * ez
+                            if cnt == k and d >= bd[k - 1]:
+                                continue
+                            pos = cnt if cnt < k else k - 1
+                            while pos > 0 and bd[pos - 1] > d:
+                                bd[pos] = bd[pos - 1]
+                                bi[pos] = bi[pos - 1]
+                                pos -= 1
+                            bd[pos] = d
+                            bi[pos] = j
+                            if cnt < k:
+                                cnt += 1
+                for t in range(k):
+                    out_n[i, t] = bi[t] if t < cnt else -1
+                    out_d[i, t] = bd[t] if t < cnt else np.inf
+
+    lib = native.lib()
+    g = _Grid(lib, x, _estimate_kth(x, k - 1) * CELL_FACTOR)
+    nbr = np.empty((len(x), k - 1), np.int32)
+    d2 = np.empty((len(x), k - 1), np.float32)
+    tc = time.perf_counter()
+    small = _Grid(lib, x[:20000], g.s)
+    knn(small.pts, small.keys[: small.m], small.start, small.m, small.dims, small.lo, small.s, k - 1,
+        nbr[:20000], d2[:20000])
+    st["numba compile + warm-up"] = time.perf_counter() - tc
+    c0, t0 = _cpu_s(), time.perf_counter()
+    knn(g.pts, g.keys[: g.m], g.start, g.m, g.dims, g.lo, g.s, k - 1, nbr, d2)
+    st["numba grid search (3x3x3 block only)"] = time.perf_counter() - t0
+    st["CPU"] = _cpu_s() - c0
+    st["threads"] = numba.get_num_threads()
+    return st
 
 
 def machine():
@@ -142,7 +296,7 @@ def run_child(what: str, timeout: float = 600):
 def main():
     info = machine()
     res = {"machine": info, "n": N, "scene": "playbot_125k x40 (tiled, jittered)"}
-    for what in ("fast", "select", "ckdtree"):
+    for what in WHAT:
         print(f"running {what} ...", flush=True)
         res[what] = run_child(what)
         print(json.dumps(res[what], indent=1), flush=True)
@@ -154,7 +308,7 @@ def main():
              "times are inflated by the load, CPU times are not: on an idle machine the wall time is about "
              "CPU / threads).", "", f"`uptime` at start: `{info['uptime']}`", "",
              "| run | stage | seconds (wall unless CPU) |", "|---|---|---|"]
-    for what in ("fast", "select", "ckdtree"):
+    for what in WHAT:
         r = res[what]
         for k, v in r.get("stages", {}).items():
             lines.append(f"| {what} | {k} | {v:.3f} |")

@@ -670,16 +670,20 @@ def memory_limit(file_bytes: int, mem_base: int = 64 * MB, mem_factor: float = 1
 
 
 def run_case(target: str, path: Path, *, time_limit: float = 5.0, mem_base: int = 64 * MB,
-             mem_factor: float = 16.0, reader: Optional[Callable] = None, wall_limit: float = 120.0) -> Result:
+             mem_factor: float = 16.0, reader: Optional[Callable] = None, wall_limit: float = 120.0,
+             trace_memory: bool = True) -> Result:
     """Read ``path`` with the ``target`` reader (or ``reader``) under a time limit and traced allocation.
 
     ``time_limit`` is CPU seconds (SIGPROF), so a heavily shared machine does not turn a slow case
-    into a "hang"; ``wall_limit`` (SIGALRM) is the backstop for anything that blocks."""
+    into a "hang"; ``wall_limit`` (SIGALRM) is the backstop for anything that blocks.
+    ``trace_memory=False`` skips tracemalloc (it slows numpy-heavy code several times) and the
+    memory limit."""
     reader = reader or reader_for(target)
     size = os.path.getsize(path)
     old = signal.signal(signal.SIGALRM, _alarm), signal.signal(signal.SIGPROF, _alarm)
-    tracemalloc.start()
-    tracemalloc.reset_peak()
+    if trace_memory:
+        tracemalloc.start()
+        tracemalloc.reset_peak()
     t0, c0 = time.perf_counter(), time.process_time()
     outcome, msg = "ok", ""
     try:
@@ -709,8 +713,9 @@ def run_case(target: str, path: Path, *, time_limit: float = 5.0, mem_base: int 
     finally:
         wall = time.perf_counter() - t0
         cpu = time.process_time() - c0
-        _, peak = tracemalloc.get_traced_memory()
-        tracemalloc.stop()
+        peak = tracemalloc.get_traced_memory()[1] if trace_memory else 0
+        if trace_memory:
+            tracemalloc.stop()
         signal.signal(signal.SIGALRM, old[0])
         signal.signal(signal.SIGPROF, old[1])
     if outcome in ACCEPTED and peak > memory_limit(size, mem_base, mem_factor):

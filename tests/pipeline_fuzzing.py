@@ -17,13 +17,11 @@ Each case compresses with a ratio and merge mode drawn from the case's generator
 Outcomes (:func:`run_pipeline_case`): ``ok``; ``error`` (a one-line SundaeError, allowed);
 ``crash`` (any other exception: the command line would print "internal error"); ``warning`` (a
 warning escaped to the user, e.g. a numpy overflow warning); ``hang`` (over the CPU-time limit,
-SIGPROF, or the wall-time backstop, SIGALRM).
+SIGPROF, or the wall-time backstop, SIGALRM: the reader fuzzer's :func:`fuzzing.run_case`).
 """
 
 from __future__ import annotations
 
-import signal
-import time
 import warnings
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
@@ -35,7 +33,7 @@ from sundae_compress.errors import SundaeError
 from sundae_compress.gaussians import GaussianSet, normalize_quats
 
 ASSETS = Path(__file__).resolve().parents[1].parent / "shared" / "assets"
-OUTCOMES = ("ok", "error", "crash", "warning", "hang")
+OUTCOMES = ("ok", "error", "crash", "warning", "hang", "memory")
 ACCEPTED = ("ok", "error")
 RATIOS = (0.05, 0.2, 0.5, 0.9)
 MERGES = ("auto", "collapse", "assign", "none")
@@ -83,52 +81,29 @@ def pipeline_seeds() -> List[Tuple[str, bytes]]:
     return seeds
 
 
-class _Timeout(BaseException):
-    pass
+class LeakedWarning(Exception):
+    """A warning reached the user (raised after the run so that the case counts as a failure)."""
 
 
-def _alarm(signum, frame):
-    raise _Timeout()
-
-
-def run_pipeline_case(path: Path, out: Path, *, ratio: float, merge: str, time_limit: float = 20.0,
-                      wall_limit: float = 120.0) -> Tuple[str, str, float]:
-    """Compress ``path`` into ``out`` without fine-tuning; ``(outcome, message, cpu_seconds)``."""
+def _compress_checked(path: Path, out: Path, ratio: float, merge: str) -> None:
     from sundae_compress.api import compress
 
-    old = signal.signal(signal.SIGALRM, _alarm), signal.signal(signal.SIGPROF, _alarm)
-    c0 = time.process_time()
-    outcome, msg = "ok", ""
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            signal.setitimer(signal.ITIMER_PROF, time_limit)
-            signal.setitimer(signal.ITIMER_REAL, wall_limit)
-            try:
-                compress(path, out, ratio=ratio, merge=merge, finetune=False, overwrite=True)
-            finally:
-                signal.setitimer(signal.ITIMER_PROF, 0)
-                signal.setitimer(signal.ITIMER_REAL, 0)
-        if caught:
-            w = caught[0]
-            outcome, msg = "warning", f"{w.category.__name__} at {Path(w.filename).name}:{w.lineno}: {w.message}"
-    except _Timeout:
-        outcome, msg = "hang", f"no answer within {time_limit} CPU s / {wall_limit} s"
-    except SundaeError as e:
-        text = str(e)
-        outcome, msg = ("error", text) if text and "\n" not in text else ("crash", f"not one line: {text!r}")
-    except BaseException as e:  # noqa: BLE001 -- anything else is a bug
-        if isinstance(e, KeyboardInterrupt):
-            raise
-        import traceback
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        compress(path, out, ratio=ratio, merge=merge, finetune=False, overwrite=True)
+    if caught:
+        w = caught[0]
+        raise LeakedWarning(f"{w.category.__name__} at {Path(w.filename).name}:{w.lineno}: {w.message}")
 
-        tb = traceback.extract_tb(e.__traceback__)
-        where = f"{Path(tb[-1].filename).name}:{tb[-1].lineno}" if tb else "?"
-        outcome, msg = "crash", f"{type(e).__name__} at {where}: {str(e)[:300]}"
-    finally:
-        signal.signal(signal.SIGALRM, old[0])
-        signal.signal(signal.SIGPROF, old[1])
-    return outcome, msg, time.process_time() - c0
+
+def run_pipeline_case(path: Path, out: Path, *, ratio: float, merge: str,
+                      time_limit: float = 20.0) -> Tuple[str, str, float]:
+    """Compress ``path`` into ``out`` without fine-tuning under the reader fuzzer's time limits
+    (:func:`fuzzing.run_case`, memory not traced); ``(outcome, message, cpu_seconds)``."""
+    r = fuzzing.run_case("ply", path, time_limit=time_limit, trace_memory=False,
+                         reader=lambda p: _compress_checked(p, out, ratio, merge))
+    outcome = "warning" if r.outcome == "crash" and r.message.startswith("LeakedWarning") else r.outcome
+    return outcome, r.message, r.seconds
 
 
 def fuzz_pipeline(count: int, seed: int, workdir: Path, *, time_limit: float = 20.0,
