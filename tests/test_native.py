@@ -59,9 +59,8 @@ def test_knn_graph_equals_brute_force(backend):
     assert (g.nbr != i).all()
 
 
-def test_scores_equal_dense_laplacian_of_brute_force_graph(backend):
-    x = _cloud(1)
-    k = 8
+def _brute_scores(x, k):
+    """Scores from the brute-force graph and the dense formula (float64)."""
     xd = x.astype(np.float64)
     d2 = ((xd[:, None] - xd[None]) ** 2).sum(-1)
     np.fill_diagonal(d2, np.inf)
@@ -70,10 +69,15 @@ def test_scores_equal_dense_laplacian_of_brute_force_graph(backend):
     thr2 = (graph.THRESHOLD_FACTOR * np.sqrt(np.sort(dk[:, -1])[(len(x) - 1) // 2])) ** 2
     keep = dk <= thr2
     s2 = np.sqrt(dk[keep]).var()
-    w = np.where(keep, np.exp(-dk / (2 * s2)), 0.0)
+    w = np.where(keep, np.exp(-dk / (2 * s2)) if s2 > 0 else 1.0, 0.0)  # sigma^2 = 0: weight 1
     h = (w[:, :, None] * (xd[:, None, :] - xd[order])).sum(1)
-    np.testing.assert_allclose(graph.spectral_scores(x, k=k), np.linalg.norm(h, axis=1), rtol=2e-4,
-                               atol=1e-6 * np.linalg.norm(h, axis=1).max())
+    return np.linalg.norm(h, axis=1)
+
+
+def test_scores_equal_dense_laplacian_of_brute_force_graph(backend):
+    x = _cloud(1)
+    want = _brute_scores(x, 8)
+    np.testing.assert_allclose(graph.spectral_scores(x, k=8), want, rtol=2e-4, atol=1e-6 * want.max())
 
 
 def test_nearest_points_equal_brute_force(backend):
@@ -276,10 +280,18 @@ def test_awkward_clouds_in_bounded_time(kind, backend):
         assert len(np.unique(nbr)) > len(x) // 2
 
 
-def test_coincident_groups_give_exact_knn(backend):
+def test_coincident_groups_give_exact_graph_and_scores(backend):
+    """Groups larger than a grid cell's check size (256) take the reduced-search path."""
     rng = np.random.default_rng(9)
-    x = np.concatenate([rng.normal(size=(500, 3)), np.tile([[0.1, 0.2, 0.3]], (100, 1)),
-                        np.tile([[5.0, 5.0, 5.0]], (30, 1))]).astype(np.float32)
+    x = np.concatenate([rng.normal(size=(1500, 3)), np.tile([[0.1, 0.2, 0.3]], (400, 1)),
+                        np.tile([[5.0, 5.0, 5.0]], (300, 1)), np.tile([[-0.5, 0.0, 0.4]], (30, 1))])
+    x = x.astype(np.float32)
     truth = _brute_knn(x, 16)
-    g = graph.knn_graph(x, k=16, threshold=np.inf)
-    np.testing.assert_allclose(np.sort(g.d2, 1), truth, rtol=1e-5, atol=1e-9)
+    for thr in (np.inf, None):
+        g = graph.knn_graph(x, k=16, threshold=thr)
+        kept = truth <= np.float32(g.threshold) ** 2
+        np.testing.assert_allclose(np.where(g.nbr >= 0, g.d2, np.inf), np.where(kept, truth, np.inf),
+                                   rtol=1e-5, atol=1e-9)
+    want = _brute_scores(x, 16)
+    assert (want[:1500] > 0).mean() > 0.9  # a real threshold, not 0
+    np.testing.assert_allclose(graph.spectral_scores(x), want, rtol=2e-4, atol=1e-6 * want.max())
