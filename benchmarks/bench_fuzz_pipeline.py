@@ -68,6 +68,8 @@ def main(argv=None):
         "| seed file | " + " | ".join(pf.OUTCOMES) + " |", "|---|" + "---|" * len(pf.OUTCOMES)]
     for name, cnt in sorted(s["by_seed"].items()):
         lines.append(f"| {name} | " + " | ".join(str(cnt.get(o, 0)) for o in pf.OUTCOMES) + " |")
+    lines += ["", "Most common refusals (message without path and numbers):", "", "| count | message |", "|---|---|"]
+    lines += [f"| {n} | {k} |" for k, n in list(s["error_kinds"].items())[:15]]
     if s["failures"]:
         lines += ["", "Failures:", ""] + [f"- case {f['index']} ({f['seed']}, {'+'.join(f['mutations'])}, "
                                           f"ratio {f['ratio']}, merge {f['merge']}): {f['outcome']}: {f['message']}"

@@ -22,6 +22,7 @@ SIGPROF, or the wall-time backstop, SIGALRM: the reader fuzzer's :func:`fuzzing.
 
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
@@ -126,6 +127,7 @@ def _fuzz_pipeline(count, seed, workdir, time_limit, on_result):
     workdir.mkdir(parents=True, exist_ok=True)
     src, out = workdir / "case.ply", workdir / "case.sundae"
     counts = {k: 0 for k in OUTCOMES}
+    errors: Dict[str, int] = {}
     by_seed: Dict[str, Dict[str, int]] = {}
     failures = []
     slowest = (0.0, None)
@@ -136,6 +138,9 @@ def _fuzz_pipeline(count, seed, workdir, time_limit, on_result):
         src.write_bytes(case.data)
         outcome, msg, cpu = run_pipeline_case(src, out, ratio=ratio, merge=merge, time_limit=time_limit)
         counts[outcome] += 1
+        if outcome == "error":  # the kind of refusal: the message without the path and numbers
+            kind = re.sub(r"[-+]?\d[\d.,e+-]*", "N", msg.split(": ", 1)[-1])[:70]
+            errors[kind] = errors.get(kind, 0) + 1
         by_seed.setdefault(case.seed_name, {}).setdefault(outcome, 0)
         by_seed[case.seed_name][outcome] += 1
         if cpu > slowest[0]:
@@ -149,4 +154,5 @@ def _fuzz_pipeline(count, seed, workdir, time_limit, on_result):
         if on_result:
             on_result(case, outcome)
     return {"cases": count, "seed": seed, "counts": counts, "by_seed": by_seed,
+            "error_kinds": dict(sorted(errors.items(), key=lambda kv: -kv[1])),
             "max_cpu_seconds": slowest[0], "slowest_case": slowest[1], "failures": failures}
