@@ -37,8 +37,20 @@ Two implementations compute the same graph:
   the neighbours within the threshold are *exact* (not an approximation); only the order among
   equal distances may differ from a KD-tree. Without the built kernel (or inside
   ``native.use(False)``) it falls back to :func:`spectral_scores_reference`.
-* :func:`spectral_scores_reference` -- plain :class:`scipy.spatial.cKDTree` query, used by the
-  tests as ground truth and as the fallback.
+* :func:`spectral_scores_reference` -- plain :class:`scipy.spatial.cKDTree` query (all cores),
+  used by the tests as ground truth and as the fallback.
+
+Inputs that would make either search slow are handled first, so every finite input takes
+bounded time:
+
+* **coincident centres** (an export bug can put thousands on one point): no grid or tree can
+  split identical points, so a group of ``c`` costs ``c²``. Groups of more than ``k + 1`` are
+  found (:func:`_coincident`; on the grid path only inside cells holding more than
+  ``HEAVY_CELL`` centres) and only their first ``k + 1`` members are searched; the others get
+  ``k`` fellow members at distance 0 (exactly their neighbours) and score 0. Linear time.
+* **a grid that does not fit** (a dense cluster inside a huge extent, garbage coordinates from a
+  mis-typed PLY column, an extent beyond ``MAX_GRID_EXTENT`` where float32 squared distances
+  overflow): when the mean cell load exceeds ``MAX_CELL_LOAD`` the kd-tree path runs instead.
 
 :func:`knn_graph` returns the neighbour lists themselves (for tests and inspection);
 :func:`nearest_points` is the exact nearest-centre query (merge's nearest-survivor assignment).
@@ -233,11 +245,12 @@ def _ckdtree_knn(x: np.ndarray, k: int):
     return np.where(idx < n, idx, -1).astype(np.int64), d2
 
 
-def _knn_kdtree(x: np.ndarray, k: int, threshold: Optional[float], co="find") -> KnnGraph:
-    """The graph by cKDTree on the centres left by :func:`_coincident` (``co``: its result if
-    already known)."""
+def _knn_kdtree(x: np.ndarray, k: int, threshold: Optional[float], co: Optional[_Coincident] = None,
+                known: bool = False) -> KnnGraph:
+    """The graph by cKDTree on the centres left by :func:`_coincident` (``known``: ``co`` is
+    already its result)."""
     n = len(x)
-    if isinstance(co, str):
+    if not known:
         co = _coincident(x, k)
     xr = x if co is None else x[co.keep]
     nbr, d2 = _ckdtree_knn(xr, k)
@@ -472,7 +485,7 @@ def knn_graph(means, k: int = DEFAULT_K, threshold: Optional[float] = None) -> K
     timings: Dict[str, float] = {}
     co, grid, s_est = _plan(lib, x, kk, timings)
     if grid is None:
-        g = _knn_kdtree(x, kk, threshold, co)
+        g = _knn_kdtree(x, kk, threshold, co, known=True)
         g.timings = timings
         return g
     nbr, d2, thr = _knn_graph_fast(lib, grid, s_est, kk, threshold, timings, 0 if co is None else len(co.drop))
@@ -507,7 +520,7 @@ def spectral_scores(means, k: int = DEFAULT_K, threshold: Optional[float] = None
         co, grid, s_est = _plan(lib, x, kk, tm)
     if grid is None:
         t0 = time.perf_counter()
-        g = _knn_kdtree(x, kk, threshold, co) if lib is not None and _use_grid(n, kk) else knn_graph_reference(x, kk, threshold)
+        g = _knn_kdtree(x, kk, threshold, co, known=lib is not None and _use_grid(n, kk))
         out = scores_from_graph(x, g.nbr, g.d2)
         tm["kd-tree scorer"] = time.perf_counter() - t0
         if timings is not None:
