@@ -188,9 +188,7 @@ static const int8_t SEL_LUT[16][5] = {
     {2, 3, 0, 0, 2}, {0, 2, 3, 0, 3}, {1, 2, 3, 0, 3}, {0, 1, 2, 3, 4}};
 #endif
 #define NPREV 6
-#ifndef GUESS_FACTOR
 #define GUESS_FACTOR 1.15
-#endif
 
 static int buf_reserve(buf_t *b, int64_t need) {
     if (need <= b->cap) return 1;
