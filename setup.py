@@ -40,8 +40,9 @@ kernel = Extension(
     sources=[f"{CSRC}/module.c", f"{CSRC}/knn.c", f"{CSRC}/merge.c"],
     depends=[f"{CSRC}/radix.h"],
     # -fno-math-errno / -fno-trapping-math let gcc vectorise the float selects and square roots
-    # (no effect on results); C99 for the declarations in for loops.
-    extra_compile_args=["-O3", "-std=c99", "-fno-math-errno", "-fno-trapping-math"],
+    # (no effect on results); -fno-wrapv undoes CPython's -fwrapv (the kernel has no signed
+    # overflow, and wrapping semantics block loop optimisations); C99 for loop declarations.
+    extra_compile_args=["-O3", "-std=c99", "-fno-math-errno", "-fno-trapping-math", "-fno-wrapv"],
     libraries=["m"],
 )
 
