@@ -7,7 +7,7 @@ opened with :mod:`ctypes`, whose functions work on numpy buffers passed by point
 :func:`lib` returns the library, or ``None`` when the numpy / scipy fallbacks must run: the
 extension is missing (a source tree nobody built: ``pip install -e .`` builds it), or a test chose
 the fallback with :func:`use`. A missing extension is reported once on stderr as a warning (the
-fallback is about 5x slower on large scenes). :data:`ran` records which backend each caller got
+fallback is several times slower on large scenes). :data:`ran` records which backend each caller got
 ("native" / "numpy"), so tests can assert which path actually ran.
 
 Helpers shared by the callers (graph, moments, collapse): :func:`ptr`, :func:`num_threads`,
@@ -98,7 +98,7 @@ def lib() -> Optional[ctypes.CDLL]:
         if _FORCED:
             raise RuntimeError(f"the native kernel is not built ({_ERROR}); run `pip install -e .`")
         warnings.warn(f"sundae-compress: native kernel not built ({_ERROR}); using the numpy/scipy "
-                      "fallback, about 5x slower on large scenes. Run `pip install -e .` to build it.",
+                      "fallback, several times slower on large scenes. Run `pip install -e .` to build it.",
                       NativeKernelMissing, stacklevel=2)
         warnings.filterwarnings("ignore", category=NativeKernelMissing)  # once per process
         ran.add("numpy")
