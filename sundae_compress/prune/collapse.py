@@ -33,7 +33,7 @@ import numpy as np
 
 from ..gaussians import GaussianSet
 from . import moments as mm
-from . import native
+from .native import lib as native_lib
 from .native import ptr, run_parallel, split
 from .group import gaussian_mass, merge_groups
 
@@ -50,7 +50,7 @@ def edge_costs(i: np.ndarray, j: np.ndarray, means: np.ndarray, cov6: np.ndarray
                logdet: np.ndarray, app: np.ndarray, lam: float, chunk: int = 1 << 21) -> np.ndarray:
     """Cost of merging Gaussian ``i[e]`` with ``j[e]`` for every edge ``e`` (float64), chunked."""
     out = np.empty(len(i), np.float64)
-    lib = native.lib()
+    lib = native_lib()
     if lib is not None and len(i):
         ii = np.ascontiguousarray(i, np.int64)
         jj = np.ascontiguousarray(j, np.int64)
@@ -94,7 +94,7 @@ def _edge_costs(i, j, means, cov6, w, logdet, app, lam):
 def greedy_matching(u: np.ndarray, v: np.ndarray, cost: np.ndarray, n: int, max_pairs: int) -> np.ndarray:
     """Indices of a set of disjoint edges, equal to the greedy cheapest-first matching
     (ties broken by edge index), stopped after ``max_pairs`` edges (the cheapest ones)."""
-    lib = native.lib()
+    lib = native_lib()
     cost = np.asarray(cost, np.float64)
     if lib is not None and not np.isnan(cost).any():
         cost = np.ascontiguousarray(cost)
@@ -178,7 +178,7 @@ def mutual_matching(nbr: np.ndarray, cost: np.ndarray, max_pairs: int, iters: in
 def _undirected_edges(nbr: np.ndarray):
     """(u, v) with u < v: every edge of the directed kNN lists ``nbr`` (-1 padded) once."""
     n, k = nbr.shape
-    lib = native.lib()
+    lib = native_lib()
     if lib is not None:
         nb = np.ascontiguousarray(nbr, np.int64)
         u = np.empty(n * k, np.int64)

@@ -66,7 +66,7 @@ from typing import Dict, Optional
 
 import numpy as np
 
-from . import native
+from .native import available as native_available, lib as native_lib
 from .native import num_threads, ptr, run_parallel, split
 
 __all__ = [
@@ -283,7 +283,7 @@ def spectral_scores_reference(means, k: int = DEFAULT_K, threshold: Optional[flo
 
 def kernel_available() -> bool:
     """Whether the native kernel is built (else the cKDTree fallback runs)."""
-    return native.available()
+    return native_available()
 
 
 def _estimate_kth(x: np.ndarray, k: int) -> float:
@@ -479,7 +479,7 @@ def knn_graph(means, k: int = DEFAULT_K, threshold: Optional[float] = None) -> K
     kk = _effective_k(n, k)
     if kk == 0:
         return knn_graph_reference(x, k, threshold)
-    lib = native.lib()
+    lib = native_lib()
     if lib is None or not _use_grid(n, kk):
         return knn_graph_reference(x, k, threshold)
     timings: Dict[str, float] = {}
@@ -513,7 +513,7 @@ def spectral_scores(means, k: int = DEFAULT_K, threshold: Optional[float] = None
     kk = _effective_k(n, k)
     if kk == 0:
         return np.zeros(n, np.float32)
-    lib = native.lib()
+    lib = native_lib()
     tm: Dict[str, float] = {}
     co = grid = None
     if lib is not None and _use_grid(n, kk):
@@ -568,7 +568,7 @@ def nearest_points(ref, query, timings: Optional[Dict[str, float]] = None) -> np
     out = np.full(len(q), -1, np.int64)
     if len(q) == 0 or len(r) == 0:
         return out
-    lib = native.lib()
+    lib = native_lib()
     left = np.arange(len(q))
     # identical ref centres: only the first can be the answer (and many make every search slow)
     keep = np.arange(len(r))

@@ -28,7 +28,7 @@ from typing import Optional, Tuple
 import numpy as np
 
 from ..gaussians import quat_to_rotmat, rotmat_to_quat
-from . import native
+from .native import lib as native_lib
 from .native import ptr, run_parallel, split
 
 #: Index pairs of the 6 unique covariance entries, in storage order.
@@ -54,7 +54,7 @@ def cov6_from(quats: np.ndarray, scales: np.ndarray, chunk: int = 1 << 20) -> np
     """(N, 6) float64 covariances R diag(exp(2 s)) R^T from wxyz quaternions and log-scales."""
     n = len(quats)
     out = np.empty((n, 6), np.float64)
-    lib = native.lib()
+    lib = native_lib()
     if lib is not None and n:
         q = np.ascontiguousarray(quats, np.float32)
         s = np.ascontiguousarray(clamped_log_scales(scales), np.float32)
@@ -104,7 +104,7 @@ def group_moments(group: np.ndarray, n_groups: int, w: np.ndarray, means: np.nda
     if empty.any():  # fall back to unit masses inside zero-mass groups
         w = np.where(empty[group], 1.0, w)
         wsum = np.bincount(group, weights=w, minlength=n_groups)
-    lib = native.lib()
+    lib = native_lib()
     if lib is not None and len(group):
         acc = np.zeros((n_groups, 10))
         anc = np.ascontiguousarray(anchor, np.float64)
@@ -140,7 +140,7 @@ def cov6_to_rotation_scales(cov6: np.ndarray, chunk: int = 1 << 19) -> Tuple[np.
     scales = np.empty((m, 3), np.float32)
     for a in range(0, m, chunk):
         b = min(a + chunk, m)
-        lib = native.lib()
+        lib = native_lib()
         if lib is not None:
             c6 = np.ascontiguousarray(cov6[a:b], np.float64)
             val = np.empty((b - a, 3))

@@ -17,6 +17,7 @@ Helpers shared by the callers (graph, moments, collapse): :func:`ptr`, :func:`nu
 from __future__ import annotations
 
 import ctypes
+import importlib
 import os
 import threading
 import warnings
@@ -71,9 +72,8 @@ def _load() -> Optional[ctypes.CDLL]:
         if not _TRIED:
             _TRIED = True
             try:
-                from . import _kernel
-
-                cdll = ctypes.CDLL(_kernel.__file__)
+                kernel = importlib.import_module(f"{__package__}._kernel")  # built for this interpreter?
+                cdll = ctypes.CDLL(kernel.__file__)
                 for name, (res, args) in _SIGNATURES.items():
                     f = getattr(cdll, name)
                     f.restype, f.argtypes = res, args
