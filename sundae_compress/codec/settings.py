@@ -51,7 +51,7 @@ class CodecSettings:
     sh_codebook_bits: int = 8
     sh_iters: int = 8
     feature_bits: int = 8
-    zstd_level: int = 19
+    zstd_level: int = 16
     seed: int = 0
 
     def validate(self) -> "CodecSettings":
