@@ -98,15 +98,22 @@ class CompressReport:
     #: decisions the user is told about (one line each; also sent to ``notify``)
     notes: List[str] = field(default_factory=list)
     cameras: Optional[str] = None  # which cameras fine-tuning used, and where they came from
+    #: the written output scored against the source: near / novel / worst view (``evaluate_view_sets``)
+    quality: Dict[str, Any] = field(default_factory=dict)
 
     @property
     def ratio(self) -> float:
         return self.bytes_in / self.bytes_out if self.bytes_out else 0.0
 
     def summary(self) -> str:
-        return (f"{Path(self.input).name}: {self.valid_count:,} → {self.kept_count:,} Gaussians, "
+        line = (f"{Path(self.input).name}: {self.valid_count:,} → {self.kept_count:,} Gaussians, "
                 f"{self.bytes_in / 1e6:.2f} MB → {self.bytes_out / 1e6:.3f} MB "
                 f"({self.ratio:.1f}x) in {self.seconds:.1f} s")
+        q = self.quality
+        if q.get("novel"):
+            line += (f"; novel views {q['novel']['psnr']:.2f} dB PSNR (worst {q['worst']['psnr']:.2f}), "
+                     f"near views {q['near']['psnr']:.2f} dB")
+        return line
 
     def to_dict(self) -> Dict[str, Any]:
         d = asdict(self)
@@ -338,12 +345,46 @@ def _prune(gs: GaussianSet, count: int, method: str, gamma: float, merge: Option
     return prune(gs, count, method=method, gamma=gamma, merge=merge, seed=seed)
 
 
+def finetune_hooks(settings=None, *, method="spectral", gamma=0.5, merge=None, seed=0):
+    """The pipeline stages fine-tuning calls: prune to a count (continuous pruning) and the codec
+    round trip decode(encode(gs)) with rows in ``gs``'s order (quantisation-aware polish)."""
+    from .compensate.config import Hooks
+
+    def prune_to(gs: GaussianSet, count: int) -> GaussianSet:
+        return _prune(gs, int(count), method, gamma, merge, seed)
+
+    def roundtrip(gs: GaussianSet) -> GaussianSet:
+        import numpy as np
+
+        from .codec import decode_gaussians, encode_gaussians, morton_sort
+
+        sections, meta = encode_gaussians(gs, settings)
+        _, order = morton_sort(gs, settings)
+        inv = np.empty_like(order)
+        inv[order] = np.arange(len(order))
+        return decode_gaussians(sections, meta).subset(inv).replace(meta=dict(gs.meta))
+
+    return Hooks(prune=prune_to, roundtrip=roundtrip)
+
+
+def evaluate_output(original: GaussianSet, path, *, real_cameras=None, size=None) -> Dict[str, Any]:
+    """Read a written output back (bundle + net, or another format) and score it against
+    ``original`` on the near and novel view sets (:func:`sundae_compress.evaluate.evaluate_view_sets`);
+    the figures the compress summary prints."""
+    from .evaluate import evaluate_view_sets, view_sets
+
+    cand, post = load_for_render(path)
+    sets = view_sets(original, real_cameras=real_cameras, size=size)
+    return evaluate_view_sets(original, cand, sets, postprocess=post)
+
+
 def compress(input, output=None, *, ratio: Optional[float] = None, count: Optional[int] = None,
              gamma: float = 0.5, method: str = "spectral", merge: Optional[str] = "auto",
              finetune: bool = True, sh_degree: Optional[int] = None, strict: bool = False,
              overwrite: bool = False, settings=None, cameras=None, images=None,
              finetune_options: Optional[Dict[str, Any]] = None, seed: int = 0,
-             notify: Notify = None, format: Optional[str] = None, quality: Optional[str] = None) -> CompressReport:
+             notify: Notify = None, format: Optional[str] = None, quality: Optional[str] = None,
+             evaluate: Optional[bool] = None) -> CompressReport:
     """Compress one PLY scene into a ``.sundae`` bundle; returns a :class:`CompressReport`.
 
     ``ratio`` (0 < r ≤ 1) or ``count`` sets the number of Gaussians kept (default ratio 0.1).
@@ -356,6 +397,9 @@ def compress(input, output=None, *, ratio: Optional[float] = None, count: Option
     compensation net, so fine-tuning then trains the Gaussians only (:data:`NO_NET_FINETUNE`).
     ``quality`` names a codec preset (``max``, ``high``, ``medium`` = default, ``low``; see
     :data:`sundae_compress.codec.QUALITY_PRESETS`); ``settings`` (a CodecSettings) overrides it.
+    ``finetune_options`` are :class:`~.compensate.config.FinetuneConfig` fields. ``evaluate``
+    (default: when fine-tuning) scores the written output on near and novel views
+    (``report.quality``; the summary line prints the novel-view PSNR).
     """
     from .io.bundle import write_bundle
     from .io.formats import FORMATS, resolve_format, write_scene
@@ -410,9 +454,11 @@ def compress(input, output=None, *, ratio: Optional[float] = None, count: Option
         pruned = _prune(gs, budget, method, gamma, report.merge, seed) if not opts.get("prune_schedule") else gs
         report.stages["prune"] = time.perf_counter() - t
         t = time.perf_counter()
-        result = run_finetune(gs, pruned, cameras=views.cameras, images=views.images, seed=seed,
-                              codec_settings=settings, target_count=budget, method=method, gamma=gamma,
-                              merge=report.merge, **opts)
+        from .compensate.config import FinetuneConfig
+
+        cfg = FinetuneConfig.build(seed=seed, target_count=budget, **opts)
+        hooks = finetune_hooks(settings, method=method, gamma=gamma, merge=report.merge, seed=seed)
+        result = run_finetune(gs, pruned, cfg, cameras=views.cameras, images=views.images, hooks=hooks)
         kept = result.gaussians
         report.finetune = result.summary()
         if result.net is not None:
@@ -442,6 +488,10 @@ def compress(input, output=None, *, ratio: Optional[float] = None, count: Option
     report.stages["write"] = time.perf_counter() - t
     report.bytes_out = os.path.getsize(output)
     report.net_bytes = len(net_bytes) if net_bytes else 0
+    if finetune if evaluate is None else evaluate:
+        t = time.perf_counter()
+        report.quality = evaluate_output(gs, output, real_cameras=views.cameras if views else None)
+        report.stages["evaluate"] = time.perf_counter() - t
     report.seconds = time.perf_counter() - t0
     return report
 

@@ -334,13 +334,11 @@ def _remote_names(message: str, local: Scene, scene: Scene) -> str:
 
 
 def _evaluate(scene: Scene) -> float:
-    from .api import choose_views, load_for_render, load_scene
-    from .evaluate import evaluate_and_report
+    from .api import evaluate_output, load_scene, training_views
 
     orig = load_scene(scene.ply)
-    cand, post = load_for_render(scene.output)
-    views = choose_views(orig, scene.ply, cameras=scene.cameras, held_out=True)
-    return float(evaluate_and_report(orig, cand, views.cameras, postprocess=post)["psnr"])
+    real = training_views(scene.ply, cameras=scene.cameras).cameras
+    return float(evaluate_output(orig, scene.output, real_cameras=real)["psnr"])  # novel-view PSNR
 
 
 def _memory_available() -> float:

@@ -112,9 +112,9 @@ def _method_choices():
 @click.option("--merge/--no-merge", default=True, show_default=True, help="Fold removed Gaussians into the survivors.")
 @click.option("--merge-mode", type=click.Choice(["assign", "collapse"]), default=None, help="Merge algorithm (default: the best measured).")
 @click.option("--finetune/--no-finetune", default=True, show_default=True, help="Distil the original into the pruned scene + compensation net.")
-@click.option("--net/--no-net", default=True, show_default=True, help="Train and ship the compensation U-Net (with fine-tuning).")
-@click.option("--iterations", type=int, help="Fine-tuning iterations (default depends on CPU/GPU).")
-@click.option("--resolution", type=int, help="Long side of the fine-tuning renders in pixels.")
+@click.option("--net/--no-net", default=None, help="Train and ship the compensation U-Net (default off: it gains < 0.3 dB on novel views).")
+@click.option("--iterations", type=int, help="Fine-tuning iterations (CPU default 400; more = slower and better, e.g. 1200).")
+@click.option("--resolution", type=int, help="Largest fine-tuning image width in pixels (default 400 on CPU).")
 @click.option("--features", type=int, default=None, help="Extra learned feature channels per Gaussian for the net.")
 @click.option("--prune-schedule", default=None, help="Continuous pruning during fine-tuning, e.g. every=50,share=0.3.")
 @click.option("--cameras", help="cameras.json / transforms.json for fine-tuning views, or 'orbit' for generated "
@@ -149,8 +149,8 @@ def compress_main(input, output, ratio, count, gamma, method, merge, merge_mode,
         raise SundaeError(f"{input}: no such file or folder")
     ft_opts = {k: v for k, v in dict(iterations=iterations, resolution=resolution, features=features,
                                       prune_schedule=prune_schedule).items() if v is not None}
-    if not net:
-        ft_opts["net"] = False
+    if net is not None:
+        ft_opts["net"] = net
     merge_arg = (merge_mode or "auto") if merge else None
     from .api import resolve_codec_settings
 
@@ -380,10 +380,14 @@ def render_main(input, output, cameras, views, size, up, quiet):
 @click.option("--quiet", is_flag=True, help="No progress output.")
 @guarded
 def eval_main(original, candidate, cameras, views, size, up, output, as_json, quiet):
-    """Compare a candidate (.ply or .sundae) with the original on held-out views: PSNR, SSIM."""
+    """Compare a candidate (.ply or .sundae) with the original: PSNR / SSIM on views near the
+    training distribution (held-out views of a camera file, or generated), on novel views the
+    trainer never samples, and the worst single novel view."""
     if quiet or as_json:
         set_quiet(True)
     from .api import choose_views, load_for_render
+    from .evaluate import evaluate_view_sets
+    from .render.cameras import NOVEL_SIZE, novel_views
 
     size = _parse_size(size)
     if output is not None and output.is_dir():
@@ -392,16 +396,17 @@ def eval_main(original, candidate, cameras, views, size, up, output, as_json, qu
     cand, post = load_for_render(candidate)
     chosen = choose_views(orig, original, cameras=cameras, views=views, size=size, up=up, held_out=True)
     info(chosen.source)
-    from .evaluate import evaluate_and_report
-
-    result = evaluate_and_report(orig, cand, chosen.cameras, postprocess=post, side_by_side_path=output)
+    sets = {"near": chosen.cameras, "novel": novel_views(orig, size=size or NOVEL_SIZE, up=up)}
+    result = evaluate_view_sets(orig, cand, sets, postprocess=post, side_by_side_path=output)
     result["cameras"] = chosen.source
     if as_json:
         click.echo(json.dumps(result, indent=2))
     else:
-        for v in result["views"]:
-            click.echo(f"{v['name']:>12}  PSNR {v['psnr']:6.2f} dB  SSIM {v['ssim']:.4f}")
-        lpips = f"  LPIPS {result['lpips']:.4f}" if result.get("lpips") is not None else ""
-        click.echo(f"{'mean':>12}  PSNR {result['psnr']:6.2f} dB  SSIM {result['ssim']:.4f}{lpips}")
+        for name in sets:
+            r = result[name]
+            click.echo(f"{name:>5}: PSNR {r['psnr']:6.2f} dB  SSIM {r['ssim']:.4f}  ({r['n_views']} views; "
+                       f"worst {r['worst']['psnr']:.2f} dB {r['worst']['name']}) - {r['note']}")
+        w = result["worst"]
+        click.echo(f"worst novel view: {w['name']}  PSNR {w['psnr']:.2f} dB  SSIM {w['ssim']:.4f}")
         if output is not None:
-            click.echo(f"side-by-side: {output}")
+            click.echo(f"side-by-side (worst views): {output}")

@@ -147,18 +147,68 @@ def render_to_dir(gs, cameras: Sequence[Camera], out_dir: Union[str, Path], *,
     return render_views_to_dir(gs, cameras, out_dir, postprocess=postprocess, progress="rendering", **kw)
 
 
-def evaluate_and_report(original_gs, candidate_gs, cameras: Sequence[Camera], *,
-                        postprocess: Optional[Postprocess] = None,
-                        side_by_side_path: Optional[Union[str, Path]] = None, max_sheet_views: int = 4,
-                        **kw) -> Dict:
-    """``sundae-eval``: :func:`evaluate`, plus (optionally) one PNG stacking original | candidate |
-    error for the first ``max_sheet_views`` views. Views are listed under "views" with keys
-    name, psnr, ssim; the means under "psnr", "ssim"; "lpips" is None (unavailable)."""
-    ref = render_views(original_gs, cameras, progress="rendering original", **kw)
-    cand = render_views(candidate_gs, cameras, postprocess=postprocess, progress="rendering candidate", **kw)
-    result = _compare(original_gs, candidate_gs, cameras, ref, cand)
-    if side_by_side_path is not None and ref:
-        rows = [side_by_side(a, b) for a, b in list(zip(ref, cand))[:max_sheet_views]]
-        save_png(side_by_side_path, label_columns(contact_sheet(rows, cols=1), SIDE_BY_SIDE_LABELS))
-        result["side_by_side"] = str(side_by_side_path)
-    return result
+#: what each view set means (printed by ``sundae-eval`` and stored in its JSON)
+VIEW_SET_NOTES = {
+    "near": "views like those fine-tuning trains on (held-out real cameras, or draws from the training "
+            "distribution with another seed)",
+    "novel": "deterministic views the trainer never samples (directions inside its exclusion cones, "
+             "480x360 and larger than any training image)",
+}
+
+
+def view_sets(original_gs, *, real_cameras: Optional[Sequence[Camera]] = None,
+              user_cameras: Optional[Sequence[Camera]] = None, size=None, up=None,
+              near: int = 6) -> Dict[str, List[Camera]]:
+    """The evaluation views for ``original_gs``: ``near`` and ``novel`` (see :data:`VIEW_SET_NOTES`).
+
+    ``user_cameras`` (views the user asked for) replace ``near`` by ``cameras``: all of them.
+    Otherwise ``real_cameras`` (the scene's own training cameras) give ``near`` their held-out
+    split (the views fine-tuning never trains on), else ``near`` views are generated. ``size``
+    (W, H) rescales the near/camera views and sets the novel views' size (default 480x360)."""
+    from .render.cameras import NOVEL_SIZE, ViewFrame, near_views, novel_views, split_views
+
+    frame = ViewFrame.of(original_gs, up)
+    sets: Dict[str, List[Camera]] = {}
+    if user_cameras is not None:
+        sets["cameras"] = [c.scaled(*size) for c in user_cameras] if size else list(user_cameras)
+    elif real_cameras:
+        cams = split_views(list(real_cameras))[1]
+        sets["near"] = [c.scaled(*size) for c in cams] if size else cams
+    else:
+        sets["near"] = near_views(frame, n=near, size=size or (320, 240))
+    sets["novel"] = novel_views(frame, size=size or NOVEL_SIZE)
+    return sets
+
+
+@torch.no_grad()
+def evaluate_view_sets(original_gs, candidate_gs, sets: Dict[str, Sequence[Camera]], *,
+                       postprocess: Optional[Postprocess] = None,
+                       side_by_side_path: Optional[Union[str, Path]] = None, max_sheet_views: int = 4,
+                       progress: bool = False, **kw) -> Dict:
+    """Score ``candidate_gs`` (+ ``postprocess``) against ``original_gs`` on each view set.
+
+    Returns ``{set name: {psnr, ssim, n_views, views: [...], worst: {...}}, ..., "worst": the
+    lowest-PSNR view of the novel set (else of the last set), "psnr": the novel-set mean}``. With
+    ``side_by_side_path``, one PNG stacks original | candidate | error for the worst views."""
+    out: Dict = {"lpips": None, "lpips_note": "unavailable: no LPIPS weights available offline",
+                 "n_gaussians_original": _count(original_gs), "n_gaussians_candidate": _count(candidate_gs)}
+    worst_imgs = []
+    for name, cams in sets.items():
+        cams = list(cams)
+        label = f"rendering {name} views" if progress else None
+        ref = render_views(original_gs, cams, progress=label, **kw)
+        cand = render_views(candidate_gs, cams, postprocess=postprocess, progress=label, **kw)
+        r = _compare(original_gs, candidate_gs, cams, ref, cand)
+        for key in ("lpips", "lpips_note", "n_gaussians_original", "n_gaussians_candidate"):
+            r.pop(key, None)
+        order = sorted(range(len(cams)), key=lambda i: r["views"][i]["psnr"])
+        r["worst"] = dict(r["views"][order[0]]) if order else None
+        r["note"] = VIEW_SET_NOTES.get(name, "")
+        out[name] = r
+        worst_imgs = [(ref[i], cand[i]) for i in order[:max_sheet_views]]
+    main = out.get("novel") or out[list(sets)[-1]]
+    out["psnr"], out["ssim"], out["worst"] = main["psnr"], main["ssim"], main["worst"]
+    if side_by_side_path is not None and worst_imgs:
+        save_png(side_by_side_path, contact_sheet([label_columns(side_by_side(a, b), SIDE_BY_SIDE_LABELS) for a, b in worst_imgs], cols=1))
+        out["side_by_side"] = str(side_by_side_path)
+    return out

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple, Union
 
@@ -207,6 +208,183 @@ def generate_cameras(gs, n: int = 24, width: int = 640, height: int = 480, up=No
         v = look_at(pos, ctr, upv)
         cams.append(Camera(v, fy, fy, width / 2, height / 2, width, height, f"orbit_{i:03d}"))
     return cams
+
+
+# -- view distributions: what fine-tuning samples, and what evaluation holds out ----------------
+#
+# Every view below is placed in a scene *frame*: the robust centre of the content, its radius (95th
+# percentile of the content's distance to the centre, as :func:`generate_cameras` uses), the detected
+# up axis and two horizontal axes. A view's *direction* is (camera position - centre) / distance.
+#
+# Disjoint by construction: the novel views (:func:`novel_views`) sit on NOVEL_TABLE's directions at
+# NOVEL_SIZE; the training sampler (:class:`ViewSampler`) rejects every camera whose direction lies
+# within EXCLUSION_DEG of any of those directions, and draws image widths from TRAIN_WIDTHS, which
+# stop below NOVEL_SIZE's width. So no training camera ever has a novel view's direction or size.
+
+#: (elevation above the horizon in degrees, azimuth in degrees, distance / content radius) of the
+#: novel views: from below the horizon to nearly overhead, from close-up to far.
+NOVEL_TABLE = ((-30.0, 15.0, 2.4), (-15.0, 75.0, 1.6), (-5.0, 140.0, 3.2), (5.0, 200.0, 2.0),
+               (15.0, 260.0, 1.4), (25.0, 320.0, 2.8), (35.0, 30.0, 1.8), (45.0, 100.0, 3.6),
+               (55.0, 170.0, 2.2), (65.0, 230.0, 1.5), (75.0, 290.0, 3.0), (85.0, 350.0, 2.5))
+#: novel views' image size: wider than anything the trainer renders
+NOVEL_SIZE = (480, 360)
+#: half-angle of the cone around each novel direction that the trainer never samples
+EXCLUSION_DEG = 8.0
+#: training image widths (inclusive) and aspect ratios (width / height)
+TRAIN_WIDTHS = (160, 400)
+TRAIN_ASPECTS = (4 / 3, 16 / 9, 1.0, 3 / 4)
+#: training distances, as multiples of the content radius (log-uniform)
+TRAIN_DISTANCES = (1.2, 4.0)
+#: base vertical field of view, and the range of focal-length factors applied to it
+BASE_FOV_DEG = 50.0
+TRAIN_FOCAL = (0.8, 1.6)
+#: seed of the near-training evaluation views (the trainer's own draws use the caller's seed)
+NEAR_VIEW_SEED = 987_654_321
+
+
+@dataclass(frozen=True)
+class ViewFrame:
+    """Where a scene's content is: centre, radius, up axis and two horizontal axes."""
+
+    centre: np.ndarray
+    radius: float
+    up: np.ndarray
+    e1: np.ndarray
+    e2: np.ndarray
+
+    @classmethod
+    def of(cls, gs, up=None) -> "ViewFrame":
+        pts = _content_points(gs)
+        if len(pts) == 0:
+            raise SundaeError("cannot place cameras: the scene has no finite Gaussians")
+        upv = detect_up(gs) if up is None else parse_up(up)
+        ctr, _, _ = robust_bounds(pts)
+        radius = max(float(np.percentile(np.linalg.norm(pts - ctr, axis=1), 95)), 1e-6)
+        e1, e2 = _perp_basis(upv)
+        return cls(ctr, radius, upv, e1, e2)
+
+    def direction(self, elevation_deg: float, azimuth_deg: float) -> np.ndarray:
+        el, az = math.radians(elevation_deg), math.radians(azimuth_deg)
+        return math.cos(el) * (math.cos(az) * self.e1 + math.sin(az) * self.e2) + math.sin(el) * self.up
+
+    def elevation(self, direction: np.ndarray) -> float:
+        d = np.asarray(direction, np.float64)
+        return math.degrees(math.asin(float(np.clip(d @ self.up / np.linalg.norm(d), -1, 1))))
+
+    def camera(self, direction, distance: float, width: int, height: int, focal: float = 1.0,
+               target=None, name: str = "") -> Camera:
+        """A pinhole camera at ``centre + distance * radius * direction`` looking at ``target``
+        (default the centre), vertical field of view BASE_FOV_DEG shrunk by ``focal``."""
+        pos = self.centre + float(distance) * self.radius * np.asarray(direction, np.float64)
+        fy = focal * 0.5 * height / math.tan(math.radians(BASE_FOV_DEG) / 2)
+        v = look_at(pos, self.centre if target is None else target, self.up)
+        return Camera(v, fy, fy, width / 2, height / 2, width, height, name)
+
+    def view_direction(self, cam: Camera) -> np.ndarray:
+        d = cam.position - self.centre
+        n = np.linalg.norm(d)
+        return d / n if n > 0 else self.up.copy()
+
+
+def novel_directions(frame: ViewFrame) -> np.ndarray:
+    """(len(NOVEL_TABLE), 3) unit directions of the novel views."""
+    return np.stack([frame.direction(el, az) for el, az, _ in NOVEL_TABLE])
+
+
+def novel_views(gs_or_frame, size=NOVEL_SIZE, n: Optional[int] = None, up=None) -> List[Camera]:
+    """The deterministic novel views (NOVEL_TABLE at ``size``): never sampled by the trainer."""
+    frame = gs_or_frame if isinstance(gs_or_frame, ViewFrame) else ViewFrame.of(gs_or_frame, up)
+    w, h = int(size[0]), int(size[1])
+    rows = NOVEL_TABLE[:n] if n else NOVEL_TABLE
+    return [frame.camera(frame.direction(el, az), dist, w, h, name=f"novel_el{el:+.0f}_az{az:.0f}_d{dist:g}")
+            for el, az, dist in rows]
+
+
+class ViewSampler:
+    """Training cameras drawn from a distribution, a fresh one per call to :meth:`sample`.
+
+    Sphere draws: a uniformly random direction (the whole sphere), a distance log-uniform in
+    TRAIN_DISTANCES x radius, a focal-length factor in TRAIN_FOCAL, a width in TRAIN_WIDTHS with a
+    random aspect from TRAIN_ASPECTS, and an aim point jittered around the centre (``aim_jitter`` x
+    radius, Gaussian). With ``cameras`` (a scene's real views), a share ``real_share`` of the draws
+    sit around them instead: a random point between two cameras (positions interpolated, viewing
+    directions blended), jittered in position and direction, at their field of view. Any draw whose
+    direction falls within EXCLUSION_DEG of a novel view's is rejected and drawn again.
+    """
+
+    def __init__(self, frame: ViewFrame, *, cameras: Optional[Sequence[Camera]] = None, seed: int = 0,
+                 widths=TRAIN_WIDTHS, distances=TRAIN_DISTANCES, focal=TRAIN_FOCAL, aim_jitter: float = 0.15,
+                 real_share: float = 0.5):
+        self.frame = frame
+        self.cameras = list(cameras or [])
+        self.rng = np.random.default_rng(seed)
+        self.widths = (int(widths[0]), int(widths[1]))
+        if self.widths[0] < 8 or self.widths[0] > self.widths[1]:
+            raise SundaeError(f"training widths must be 8 <= min <= max, got {widths}")
+        self.distances = (float(distances[0]), float(distances[1]))
+        self.focal = (float(focal[0]), float(focal[1]))
+        self.aim_jitter = float(aim_jitter)
+        self.real_share = float(real_share) if self.cameras else 0.0
+        self._novel = novel_directions(frame)
+        self._cos_excl = math.cos(math.radians(EXCLUSION_DEG))
+        self.rejected = 0
+
+    def excluded(self, cam: Camera) -> bool:
+        """True when ``cam``'s direction lies in a novel view's exclusion cone."""
+        return bool((self._novel @ self.frame.view_direction(cam)).max() >= self._cos_excl)
+
+    def _size(self, aspect=None):
+        w = int(self.rng.integers(self.widths[0], self.widths[1] + 1))
+        a = aspect or float(self.rng.choice(TRAIN_ASPECTS))
+        return w, max(8, int(round(w / a)))
+
+    def _sphere(self, name, size=None) -> Camera:
+        d = self.rng.normal(size=3)
+        d /= max(np.linalg.norm(d), 1e-12)
+        lo, hi = np.log(self.distances)
+        dist = float(np.exp(self.rng.uniform(lo, hi)))
+        f = float(self.rng.uniform(*self.focal))
+        w, h = size or self._size()
+        target = self.frame.centre + self.rng.normal(size=3) * self.aim_jitter * self.frame.radius
+        if np.linalg.norm(target - self.frame.centre) > dist * self.frame.radius * 0.8:
+            target = self.frame.centre
+        return self.frame.camera(d, dist, w, h, focal=f, target=target, name=name)
+
+    def _around_real(self, name) -> Camera:
+        a = self.cameras[int(self.rng.integers(len(self.cameras)))]
+        b = self.cameras[int(self.rng.integers(len(self.cameras)))]
+        t = float(self.rng.uniform(0, 1))
+        r = self.frame.radius
+        pos = (1 - t) * a.position + t * b.position + self.rng.normal(size=3) * 0.05 * r
+        fwd = (1 - t) * a.forward + t * b.forward
+        fwd = fwd / max(np.linalg.norm(fwd), 1e-12) + self.rng.normal(size=3) * 0.05
+        down = (1 - t) * a.rotation[1] + t * b.rotation[1]
+        v = look_at(pos, pos + fwd, -down)
+        w, h = self._size(aspect=a.width / a.height)
+        s = w / a.width
+        return Camera(v, a.fx * s, a.fy * s, w / 2, h / 2, w, h, name)
+
+    def sample(self) -> Camera:
+        for _ in range(1000):
+            real = self.real_share > 0 and self.rng.uniform() < self.real_share
+            cam = self._around_real("around_real") if real else self._sphere("sphere")
+            if not self.excluded(cam):
+                return cam
+            self.rejected += 1
+        raise SundaeError("view sampler: every draw fell into the novel views' exclusion cones")
+
+
+def near_views(gs_or_frame, n: int = 6, size=(320, 240), up=None) -> List[Camera]:
+    """``n`` views drawn from the training distribution (sphere draws, NEAR_VIEW_SEED) at ``size``:
+    views like those the trainer learns from, never the same ones (a different random stream)."""
+    frame = gs_or_frame if isinstance(gs_or_frame, ViewFrame) else ViewFrame.of(gs_or_frame, up)
+    s = ViewSampler(frame, seed=NEAR_VIEW_SEED)
+    out: List[Camera] = []
+    while len(out) < n:
+        cam = s._sphere(f"near_{len(out):02d}", size=(int(size[0]), int(size[1])))
+        if not s.excluded(cam):
+            out.append(cam)
+    return out
 
 
 def split_views(cameras: Sequence[Camera], holdout_every: int = 8) -> Tuple[List[Camera], List[Camera]]:
