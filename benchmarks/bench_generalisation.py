@@ -136,7 +136,8 @@ def _sets(gs, sizes):
 
 
 def evaluate_runs(records, sizes_for) -> None:
-    """Score every record's bundle; original renders are made once per scene and view set."""
+    """Score every record's bundle (plus the novel views at ``sizes_for(record)``); the original's
+    renders are made once per scene and view set."""
     import torch
 
     from sundae_compress.api import load_bundle, load_scene
@@ -149,9 +150,11 @@ def evaluate_runs(records, sizes_for) -> None:
         by_scene.setdefault(rec["scene"], []).append(rec)
     for scene, recs in by_scene.items():
         gs = load_scene(ASSETS / f"{scene}.ply")
-        sets = _sets(gs, sizes_for(scene))
+        all_sets = _sets(gs, EXTRA_SIZES)
         refs = {}
         for rec in recs:
+            names = ["near", "novel", "orbit"] + [f"novel_{w}x{h}" for w, h in sizes_for(rec)]
+            sets = {n: all_sets[n] for n in names}
             if rec.get("eval") and set(rec["eval"]) >= set(sets):
                 continue
             tag = f"{scene}_r{rec['ratio']:g}_{rec['config']}"
@@ -228,6 +231,7 @@ def main(argv=None):
     ap.add_argument("--only", choices=["compress", "eval", "report"], default=None)
     ap.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=CONFIGS)
     ap.add_argument("--scenes", nargs="+", default=None)
+    ap.add_argument("--ratios", nargs="+", type=float, default=None)
     ap.add_argument("--force", action="store_true", help="Redo runs that already have a record.")
     args = ap.parse_args(argv)
     started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
@@ -236,23 +240,43 @@ def main(argv=None):
         for config in args.configs:
             if config.startswith("new_net") and (scene, ratio) not in NET_RUNS:
                 continue
-            if args.scenes is None or scene in args.scenes:
+            if (args.scenes is None or scene in args.scenes) and (args.ratios is None or ratio in args.ratios):
                 todo.append((scene, ratio, config))
-    records = []
-    for scene, ratio, config in todo:
-        if args.only in (None, "compress"):
-            records.append(compress_one(scene, ratio, config, force=args.force))
-        else:
-            p = WORK / f"{scene}_r{ratio:g}_{config}.json"
-            if p.is_file():
-                records.append(json.loads(p.read_text()))
-    if args.only in (None, "eval"):
-        net_scenes = {s for s, _ in NET_RUNS}
-        evaluate_runs(records, lambda sc: EXTRA_SIZES if sc in net_scenes else ())
-    if args.only in (None, "eval", "report"):
+    if args.scenes:  # the order asked for
+        todo.sort(key=lambda t: args.scenes.index(t[0]))
+    records = [json.loads(p.read_text()) for p in sorted(WORK.glob("*.json"))
+               if p.stem.rsplit("_", 1)[0] and json.loads(p.read_text()).get("eval")] if WORK.is_dir() else []
+
+    def report():
         meta = {"machine": machine(), "started": started,
                 "finished": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "baseline": BASELINE}
-        write_report([r for r in records if r.get("eval")], meta)
+        order = {c: i for i, c in enumerate(CONFIGS)}
+        done = sorted([r for r in records if r.get("eval")],
+                      key=lambda r: (SCENES.index(r["scene"]), r["ratio"], order[r["config"]]))
+        write_report(done, meta)
+
+    for key, group in _by_scene_ratio(todo):
+        recs = []
+        for scene, ratio, config in group:
+            p = WORK / f"{scene}_r{ratio:g}_{config}.json"
+            if args.only in (None, "compress"):
+                recs.append(compress_one(scene, ratio, config, force=args.force))
+            elif p.is_file():
+                recs.append(json.loads(p.read_text()))
+        if args.only in (None, "eval"):
+            evaluate_runs(recs, lambda r: EXTRA_SIZES if ((r["scene"], r["ratio"]) in NET_RUNS
+                                                          and r["config"].startswith("new")) else ())
+        records[:] = [r for r in records if (r["scene"], r["ratio"], r["config"]) not in
+                      {(x["scene"], x["ratio"], x["config"]) for x in recs}] + recs
+        if args.only != "compress":
+            report()
+
+
+def _by_scene_ratio(todo):
+    groups = {}
+    for t in todo:
+        groups.setdefault((t[0], t[1]), []).append(t)
+    return groups.items()
 
 
 if __name__ == "__main__":

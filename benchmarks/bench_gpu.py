@@ -83,7 +83,7 @@ def finetune_timing(gs, name):
     pruned = prune_scene(gs, ratio=0.1)
     _sync()
     t = time.perf_counter()
-    res = finetune(gs, pruned, device="cuda", features=4, progress=True)
+    res = finetune(gs, pruned, device="cuda", net=True, features=4, progress=True)
     _sync()
     s = res.summary()
     return {"scene": name, "gaussians": len(gs), "kept": len(pruned), "seconds": time.perf_counter() - t,

@@ -185,3 +185,86 @@ def test_load_images_matches_cameras(tmp_path):
         load_images(tmp_path, [Camera(np.eye(4), 5, 5, 4, 3, 8, 6, "missing")])
     with pytest.raises(SundaeError):
         load_images(tmp_path, [Camera(np.eye(4), 5, 5, 4, 3, 9, 6, "a")])
+
+
+# -- the training view distribution and the evaluation view sets (issue 11) ----------------------
+
+from sundae_compress.render.cameras import (EXCLUSION_DEG, NOVEL_SIZE, NOVEL_TABLE, TRAIN_DISTANCES,  # noqa: E402
+                                            TRAIN_WIDTHS, ViewFrame, ViewSampler, look_at, near_views,
+                                            novel_directions, novel_views)
+
+
+@pytest.fixture(scope="module")
+def guitar_frame():
+    from sundae_compress.io.ply import read_ply
+
+    if not (ASSETS / "guitar.ply").is_file():
+        pytest.skip("shared scenes missing")
+    return ViewFrame.of(read_ply(ASSETS / "guitar.ply"))
+
+
+def _directions(frame, cams):
+    return np.stack([frame.view_direction(c) for c in cams])
+
+
+def test_sampler_covers_the_sphere(guitar_frame):
+    f = guitar_frame
+    s = ViewSampler(f, seed=5)
+    cams = s._draws(2500)
+    d = _directions(f, cams)
+    # uniform on the sphere (minus ~6 % of exclusion cones): mean direction ~ 0, every octant and
+    # every elevation band populated in proportion to its area
+    assert np.linalg.norm(d.mean(0)) < 0.06
+    octant = (d[:, 0] > 0) * 4 + (d[:, 1] > 0) * 2 + (d[:, 2] > 0)
+    share = np.bincount(octant, minlength=8) / len(d)
+    assert share.min() > 0.09 and share.max() < 0.16, share
+    up = d @ f.up  # sin(elevation): uniform on [-1, 1] for a uniform sphere (Archimedes)
+    hist = np.histogram(up, bins=10, range=(-1, 1))[0] / len(d)
+    assert hist.min() > 0.07 and hist.max() < 0.13, hist
+    assert up.min() < -0.98 and up.max() > 0.98  # straight below and straight above are drawn
+    # distances: log-uniform over TRAIN_DISTANCES x radius
+    dist = np.array([np.linalg.norm(c.position - f.centre) for c in cams]) / f.radius
+    assert dist.min() >= TRAIN_DISTANCES[0] - 1e-9 and dist.max() <= TRAIN_DISTANCES[1] + 1e-9
+    u = (np.log(dist) - np.log(TRAIN_DISTANCES[0])) / np.log(TRAIN_DISTANCES[1] / TRAIN_DISTANCES[0])
+    np.testing.assert_allclose(np.quantile(u, [0.1, 0.25, 0.5, 0.75, 0.9]), [0.1, 0.25, 0.5, 0.75, 0.9], atol=0.03)
+    # image sizes span the whole width range; focal lengths vary; the content centre stays in view
+    widths = np.array([c.width for c in cams])
+    assert widths.min() <= TRAIN_WIDTHS[0] + 5 and widths.max() >= TRAIN_WIDTHS[1] - 5
+    fov = np.array([2 * np.degrees(np.arctan(0.5 * c.height / c.fy)) for c in cams])
+    assert fov.min() < 35 and fov.max() > 55
+    for c in cams[:200]:
+        uv, z = c.project(f.centre[None])
+        assert z[0] > 0 and -0.5 * c.width < uv[0, 0] < 1.5 * c.width
+    # deterministic for a seed, different for another
+    s2 = ViewSampler(f, seed=5)
+    assert all(np.array_equal(a.viewmat, s2.sample().viewmat) for a in cams[:20])
+    assert not np.array_equal(ViewSampler(f, seed=6).sample().viewmat, cams[0].viewmat)
+
+
+def test_novel_views_are_disjoint_from_training_views_by_construction(guitar_frame):
+    f = guitar_frame
+    nd = novel_directions(f)
+    novel = novel_views(f)
+    assert len(novel) == len(NOVEL_TABLE) and all((c.width, c.height) == NOVEL_SIZE for c in novel)
+    np.testing.assert_allclose(_directions(f, novel), nd, atol=1e-9)
+    # real cameras placed right on the novel directions: draws around them must still avoid them
+    real = [Camera(look_at(f.centre + 2.0 * f.radius * d, f.centre, f.up), 300, 300, 160, 120, 320, 240, f"r{i}")
+            for i, d in enumerate(nd[:6])]
+    for sampler in (ViewSampler(f, seed=1), ViewSampler(f, cameras=real, seed=2, real_share=0.7)):
+        assert all(sampler.excluded(c) for c in novel)
+        cams = sampler._draws(1500)
+        cosines = _directions(f, cams) @ nd.T
+        angle = np.degrees(np.arccos(np.clip(cosines.max(1), -1, 1)))
+        assert angle.min() >= EXCLUSION_DEG
+        assert max(c.width for c in cams) < NOVEL_SIZE[0]
+        assert sampler.rejected > 0  # the cones are really enforced, not just unlikely
+    # draws around the real cameras stay near them
+    s = ViewSampler(f, cameras=real, seed=3, real_share=1.0)
+    near_real = [s.sample() for _ in range(300)]
+    pos = np.stack([c.position for c in real])
+    gap = [np.linalg.norm(pos - c.position, axis=1).min() for c in near_real]
+    assert np.median(gap) < 1.0 * f.radius
+    # near views come from the training distribution (not excluded) but not from its seed
+    nv = near_views(f, n=6)
+    assert len(nv) == 6 and not any(ViewSampler(f).excluded(c) for c in nv)
+    assert not any(np.allclose(c.viewmat, t.viewmat) for c in nv for t in ViewSampler(f, seed=0)._draws(50))

@@ -364,6 +364,10 @@ class ViewSampler:
         s = w / a.width
         return Camera(v, a.fx * s, a.fy * s, w / 2, h / 2, w, h, name)
 
+    def _draws(self, n: int) -> List[Camera]:
+        """``n`` consecutive draws (tests, inspection)."""
+        return [self.sample() for _ in range(n)]
+
     def sample(self) -> Camera:
         for _ in range(1000):
             real = self.real_share > 0 and self.rng.uniform() < self.real_share
