@@ -108,7 +108,7 @@ def decode_render_fps(res, name, frames=100, size=(1920, 1080)):
     comp = OnnxCompensator(b.net, providers=["CUDAExecutionProvider", "CPUExecutionProvider"]) if b.net else None
     p = b.gaussians.to_torch(device="cuda")
     feats = p.get("features")
-    cam = res.test_cameras[0].scaled(*size)
+    cam = res.eval_cameras[0].scaled(*size)
 
     def frame():
         out = render(p, cam, features=feats, backend="gsplat")

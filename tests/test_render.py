@@ -311,9 +311,11 @@ def test_png_roundtrip_and_evaluate(tmp_path):
     assert worse["psnr"] < 40 and len(list((tmp_path / "cmp").glob("*.png"))) == 2
     post = evaluate(gs, gs, cams, backend="torch", postprocess=lambda o: o.rgb * 0.5)
     assert post["psnr"] < same["psnr"]
-    from sundae_compress.evaluate import evaluate_and_report, render_to_dir
-    rep = evaluate_and_report(gs, gs.subset(np.arange(n // 2)), cams, side_by_side_path=tmp_path / "e.png")
-    assert rep["psnr"] == worse["psnr"] and [v["name"] for v in rep["views"]] == ["view_000", "b"]
+    from sundae_compress.evaluate import evaluate_view_sets, render_to_dir
+    rep = evaluate_view_sets(gs, gs.subset(np.arange(n // 2)), {"cameras": cams}, side_by_side_path=tmp_path / "e.png",
+                             backend="torch")
+    assert rep["psnr"] == worse["psnr"] and [v["name"] for v in rep["cameras"]["views"]] == ["view_000", "b"]
+    assert rep["worst"]["psnr"] == min(v["psnr"] for v in worse["views"])
     assert load_png(tmp_path / "e.png").shape[1] > 3 * 32
     paths = render_to_dir(gs, cams, tmp_path / "r")
     assert len(paths) == 2 and (tmp_path / "r" / "contact_sheet.png").is_file()
