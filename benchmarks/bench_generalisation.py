@@ -99,7 +99,7 @@ def _run_child(cmd, env) -> dict:
             "stdout": out.strip()[-2000:]}
 
 
-def compress_one(scene: str, ratio: float, config: str, force: bool = False) -> dict:
+def compress_one(scene: str, ratio: float, config: str, force: bool = False, locked: bool = True) -> dict:
     tag = f"{scene}_r{ratio:g}_{config}"
     bundle = WORK / f"{tag}.sundae"
     rec_path = WORK / f"{tag}.json"
@@ -114,7 +114,7 @@ def compress_one(scene: str, ratio: float, config: str, force: bool = False) -> 
            "-o", str(bundle), "--overwrite", "--quiet", "--json"] + EXTRA[config]
     print(f"[{time.strftime('%H:%M:%S')}] compress {tag} (load {load_avg()})", flush=True)
     rec = _run_child(cmd, env)
-    rec.update(scene=scene, ratio=ratio, config=config, bundle_bytes=bundle.stat().st_size,
+    rec.update(scene=scene, ratio=ratio, config=config, bundle_bytes=bundle.stat().st_size, locked=locked,
                source=BASELINE if config == "old" else "worktree")
     rec_path.write_text(json.dumps(rec, indent=2))
     print(f"    {rec['wall_s']} s wall, {rec['cpu_s']} s CPU, {rec['peak_rss_mb']} MB", flush=True)
@@ -176,6 +176,51 @@ def evaluate_runs(records, sizes_for) -> None:
             (WORK / f"{tag}.json").write_text(json.dumps(rec, indent=2))
 
 
+# -- does a net earn its bytes on novel views? ---------------------------------------------------------
+
+def net_probe(scene: str = "guitar", ratio: float = 0.1, views: int = 24, iterations: int = 300) -> dict:
+    """Train the default-size CompensationNet on the new default's decoded Gaussians (the polish
+    step: ``views`` sampled training views, ``iterations`` steps), export it as fp16 ONNX like the
+    pipeline does, and score novel views at several sizes with and without it."""
+    import torch
+
+    from sundae_compress.api import load_bundle, load_scene
+    from sundae_compress.compensate import CompensationNet, OnnxCompensator, export_onnx, make_postprocess
+    from sundae_compress.compensate.polish import polish_net
+    from sundae_compress.compensate.tensors import TorchGaussians
+    from sundae_compress.evaluate import _compare, render_views, view_sets
+    from sundae_compress.metrics import ssim
+    from sundae_compress.render import render
+    from sundae_compress.render.cameras import ViewFrame, ViewSampler
+
+    torch.manual_seed(0)
+    gs = load_scene(ASSETS / f"{scene}.ply")
+    dec = load_bundle(WORK / f"{scene}_r{ratio:g}_new.sundae").gaussians
+    frame = ViewFrame.of(gs)
+    sampler = ViewSampler(frame, seed=11)
+    cams = [sampler.sample() for _ in range(views)]
+    refs = [render(gs, c).rgb.clamp(0, 1) for c in cams]
+    net = CompensationNet(3, width=4, levels=4, max_width=8)
+    t = time.perf_counter()
+    polish_net(net, TorchGaussians.from_set(dec, 0, trainable=False), cams, refs, iterations, 1e-3, 0.2, ssim,
+               render, {}, seed=0)
+    onnx = export_onnx(net, half=True)
+    post = make_postprocess(OnnxCompensator(onnx), 0)
+    out = {"scene": scene, "ratio": ratio, "views": views, "iterations": iterations, "net_bytes": len(onnx),
+           "seconds_train": round(time.perf_counter() - t, 1), "sizes": {}}
+    for w, h in ((240, 180), (480, 360), (960, 720)):
+        novel = view_sets(gs, size=(w, h))["novel"]
+        ref = render_views(gs, novel)
+        a = _compare(gs, dec, novel, ref, render_views(dec, novel))
+        b = _compare(gs, dec, novel, ref, render_views(dec, novel, postprocess=post))
+        out["sizes"][f"{w}x{h}"] = {"without": a["psnr"], "with": b["psnr"],
+                                    "worst_without": min(v["psnr"] for v in a["views"]),
+                                    "worst_with": min(v["psnr"] for v in b["views"])}
+        print(f"    {w}x{h}: {a['psnr']:.2f} -> {b['psnr']:.2f} dB with the net", flush=True)
+    (WORK / "net_probe.json").write_text(json.dumps(out, indent=2))
+    return out
+
+
 # -- report -------------------------------------------------------------------------------------------
 
 def write_report(records, meta) -> None:
@@ -208,7 +253,8 @@ def write_report(records, meta) -> None:
         lines.append(f"| {r['scene']} | {r['ratio']:g} | {LABELS[r['config']]} | {e['novel']['psnr']:.2f} | "
                      f"{e['novel']['worst']:.2f} | {e['novel']['ssim']:.4f} | {e['near']['psnr']:.2f} | "
                      f"{e['orbit']['psnr']:.2f} | {'' if d is None else f'{d:+.2f}'} | "
-                     f"{r['bundle_bytes']:,} ({r.get('net_bytes', 0):,}) | {r['wall_s']:.0f} | {r['cpu_s']:.0f} | "
+                     f"{r['bundle_bytes']:,} ({r.get('net_bytes', 0):,}) | {r['wall_s']:.0f}"
+                     f"{'' if r.get('locked', True) else ' (no lock)'} | {r['cpu_s']:.0f} | "
                      f"{r['peak_rss_mb']:,} | {r['load_start']} → {r['load_end']} |")
     multi = [r for r in records if r.get("eval") and any(k.startswith("novel_") for k in r["eval"])]
     if multi:
@@ -221,6 +267,19 @@ def write_report(records, meta) -> None:
             cells = [f"{r['eval'][s]['psnr']:.2f} ({r['eval'][s]['worst']:.2f})" for s in sizes]
             cells.append(f"{r['eval']['novel']['psnr']:.2f} ({r['eval']['novel']['worst']:.2f})")
             lines.append(f"| {r['scene']} | {r['ratio']:g} | {LABELS[r['config']]} | " + " | ".join(cells) + " |")
+    probe = WORK / "net_probe.json"
+    if probe.is_file():
+        pr = json.loads(probe.read_text())
+        meta["net_probe"] = pr
+        lines += ["", "## Does the compensation net earn its bytes on novel views?", "",
+                  f"The default-size net (width 4, fp16 ONNX, {pr['net_bytes']:,} bytes) trained on the new default's "
+                  f"decoded {pr['scene']} {pr['ratio']:g} Gaussians ({pr['views']} sampled views, "
+                  f"{pr['iterations']} iterations: the polish step), scored on the 12 novel directions:", "",
+                  "| size | without net | with net | gain | worst without | worst with |", "|---|---|---|---|---|---|"]
+        for size, v in pr["sizes"].items():
+            lines.append(f"| {size} | {v['without']:.2f} | {v['with']:.2f} | {v['with'] - v['without']:+.2f} | "
+                         f"{v['worst_without']:.2f} | {v['worst_with']:.2f} |")
+        (RESULTS / "generalisation.json").write_text(json.dumps({"meta": meta, "runs": records}, indent=2))
     lines += ["", f"Run: `flock /tmp/sundae-bench.lock python benchmarks/bench_generalisation.py`; "
               f"started {meta['started']}, finished {meta['finished']}."]
     (RESULTS / "generalisation.md").write_text("\n".join(lines) + "\n")
@@ -228,12 +287,17 @@ def write_report(records, meta) -> None:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--only", choices=["compress", "eval", "report"], default=None)
+    ap.add_argument("--only", choices=["compress", "eval", "report", "net-probe"], default=None)
     ap.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=CONFIGS)
     ap.add_argument("--scenes", nargs="+", default=None)
     ap.add_argument("--ratios", nargs="+", type=float, default=None)
     ap.add_argument("--force", action="store_true", help="Redo runs that already have a record.")
+    ap.add_argument("--unlocked", action="store_true",
+                    help="Not run under flock /tmp/sundae-bench.lock: wall times are marked as contended.")
     args = ap.parse_args(argv)
+    if args.only == "net-probe":
+        net_probe()
+        return
     started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
     todo = []
     for scene, ratio in RUNS:
@@ -260,7 +324,7 @@ def main(argv=None):
         for scene, ratio, config in group:
             p = WORK / f"{scene}_r{ratio:g}_{config}.json"
             if args.only in (None, "compress"):
-                recs.append(compress_one(scene, ratio, config, force=args.force))
+                recs.append(compress_one(scene, ratio, config, force=args.force, locked=not args.unlocked))
             elif p.is_file():
                 recs.append(json.loads(p.read_text()))
         if args.only in (None, "eval"):
