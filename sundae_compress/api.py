@@ -367,15 +367,31 @@ def finetune_hooks(settings=None, *, method="spectral", gamma=0.5, merge=None, s
     return Hooks(prune=prune_to, roundtrip=roundtrip)
 
 
-def evaluate_output(original: GaussianSet, path, *, real_cameras=None, size=None) -> Dict[str, Any]:
+def evaluation_views(gs: GaussianSet, scene_path=None, *, cameras=None, views=None, size=None, up=None):
+    """``(near, novel, source line)``: the views ``sundae-eval``, ``--eval`` and the compress summary
+    score. near: :func:`choose_views` with ``held_out`` (the held-out split of a camera file, or
+    generated orbit views at another azimuth phase); novel: the views the fine-tuning sampler never
+    draws (:func:`sundae_compress.render.cameras.novel_views`, at ``size`` or 480x360)."""
+    from .render.cameras import NOVEL_SIZE, novel_views, split_views
+
+    if isinstance(cameras, (list, tuple)):
+        near, line = split_views(list(cameras), HOLDOUT_EVERY)[1], f"cameras: held-out of {len(cameras)} given views"
+        if size is not None:
+            near = [c.scaled(*size) for c in near]
+    else:
+        chosen = choose_views(gs, scene_path, cameras=cameras, views=views, size=size, up=up, held_out=True)
+        near, line = chosen.cameras, chosen.source
+    return near, novel_views(gs, size=size or NOVEL_SIZE, up=up), line
+
+
+def evaluate_output(original: GaussianSet, path, near, novel, *, side_by_side_path=None) -> Dict[str, Any]:
     """Read a written output back (bundle + net, or another format) and score it against
-    ``original`` on the near and novel view sets (:func:`sundae_compress.evaluate.evaluate_view_sets`);
-    the figures the compress summary prints."""
-    from .evaluate import evaluate_view_sets, view_sets
+    ``original`` on ``near`` and ``novel`` views (:func:`sundae_compress.evaluate.evaluate_view_sets`)."""
+    from .evaluate import evaluate_view_sets
 
     cand, post = load_for_render(path)
-    sets = view_sets(original, real_cameras=real_cameras, size=size)
-    return evaluate_view_sets(original, cand, sets, postprocess=post)
+    return evaluate_view_sets(original, cand, {"near": near, "novel": novel}, postprocess=post,
+                              side_by_side_path=side_by_side_path)
 
 
 def compress(input, output=None, *, ratio: Optional[float] = None, count: Optional[int] = None,
@@ -490,7 +506,8 @@ def compress(input, output=None, *, ratio: Optional[float] = None, count: Option
     report.net_bytes = len(net_bytes) if net_bytes else 0
     if finetune if evaluate is None else evaluate:
         t = time.perf_counter()
-        report.quality = evaluate_output(gs, output, real_cameras=views.cameras if views else None)
+        near, novel, _ = evaluation_views(gs, input, cameras=cameras if not isinstance(cameras, str) else cameras)
+        report.quality = evaluate_output(gs, output, near, novel)
         report.stages["evaluate"] = time.perf_counter() - t
     report.seconds = time.perf_counter() - t0
     return report

@@ -334,11 +334,11 @@ def _remote_names(message: str, local: Scene, scene: Scene) -> str:
 
 
 def _evaluate(scene: Scene) -> float:
-    from .api import evaluate_output, load_scene, training_views
+    from .api import evaluate_output, evaluation_views, load_scene
 
     orig = load_scene(scene.ply)
-    real = training_views(scene.ply, cameras=scene.cameras).cameras
-    return float(evaluate_output(orig, scene.output, real_cameras=real)["psnr"])  # novel-view PSNR
+    near, novel, _ = evaluation_views(orig, scene.ply, cameras=scene.cameras)
+    return float(evaluate_output(orig, scene.output, near, novel)["psnr"])  # novel-view PSNR
 
 
 def _memory_available() -> float:

@@ -385,20 +385,17 @@ def eval_main(original, candidate, cameras, views, size, up, output, as_json, qu
     trainer never samples, and the worst single novel view."""
     if quiet or as_json:
         set_quiet(True)
-    from .api import choose_views, load_for_render
-    from .evaluate import evaluate_view_sets
-    from .render.cameras import NOVEL_SIZE, novel_views
+    from .api import evaluate_output, evaluation_views, load_for_render
 
     size = _parse_size(size)
     if output is not None and output.is_dir():
         raise SundaeError(f"{output} is a folder; -o takes the name of the PNG to write")
     orig, _ = load_for_render(original)
-    cand, post = load_for_render(candidate)
-    chosen = choose_views(orig, original, cameras=cameras, views=views, size=size, up=up, held_out=True)
-    info(chosen.source)
-    sets = {"near": chosen.cameras, "novel": novel_views(orig, size=size or NOVEL_SIZE, up=up)}
-    result = evaluate_view_sets(orig, cand, sets, postprocess=post, side_by_side_path=output)
-    result["cameras"] = chosen.source
+    near, novel, source = evaluation_views(orig, original, cameras=cameras, views=views, size=size, up=up)
+    info(source)
+    sets = {"near": near, "novel": novel}
+    result = evaluate_output(orig, candidate, near, novel, side_by_side_path=output)
+    result["cameras"] = source
     if as_json:
         click.echo(json.dumps(result, indent=2))
     else:

@@ -149,8 +149,8 @@ def render_to_dir(gs, cameras: Sequence[Camera], out_dir: Union[str, Path], *,
 
 #: what each view set means (printed by ``sundae-eval`` and stored in its JSON)
 VIEW_SET_NOTES = {
-    "near": "views like those fine-tuning trains on (held-out real cameras, or draws from the training "
-            "distribution with another seed)",
+    "near": "views like those fine-tuning trains on (held-out views of the scene's camera file, or "
+            "generated orbit views)",
     "novel": "deterministic views the trainer never samples (directions inside its exclusion cones, "
              "480x360 and larger than any training image)",
 }

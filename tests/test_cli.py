@@ -16,7 +16,7 @@ from sundae_compress.io.ply import read_ply, write_ply
 
 BIN = Path(sys.executable).parent
 #: guitar at 10 %, --no-finetune: novel-view mean PSNR at 160x120 (measured; see test below)
-MEASURED_NOVEL_PRUNE_ONLY = 34.59  # worst view 28.89, near views 34.04
+MEASURED_NOVEL_PRUNE_ONLY = 34.59  # worst view 28.89
 
 
 def run(tool, *args, check=True):
@@ -78,7 +78,7 @@ def test_eval_psnr_floor_without_finetuning(guitar_bundle, tmp_path):
     png = tmp_path / "side.png"
     r = run("sundae-eval", src, out, "--json", "--size", "160x120", "-o", png)
     d = json.loads(r.stdout)
-    assert d["near"]["n_views"] == 6 and d["novel"]["n_views"] == 12
+    assert d["near"]["n_views"] == 8 and d["novel"]["n_views"] == 12
     assert d["psnr"] == d["novel"]["psnr"] and d["worst"] == d["novel"]["worst"]
     assert d["worst"]["psnr"] == min(v["psnr"] for v in d["novel"]["views"])
     assert d["psnr"] > MEASURED_NOVEL_PRUNE_ONLY - 1.0 and d["near"]["psnr"] > 30.0
@@ -88,8 +88,8 @@ def test_eval_psnr_floor_without_finetuning(guitar_bundle, tmp_path):
     cams.write_text(json.dumps([{"id": 0, "img_name": "mine", "width": 160, "height": 120,
                                  "position": [0.0, -2.0, -6.0], "rotation": np.eye(3).tolist(),
                                  "fx": 150.0, "fy": 150.0}]))
-    r = run("sundae-eval", src, out, "--cameras", cams, "-o", png)
-    assert f"views: 1 from {cams}" in r.stdout and "cameras:" in r.stdout and "mine" in r.stdout
+    r = run("sundae-eval", src, out, "--cameras", cams)
+    assert "cameras:" in r.stderr and str(cams) in r.stderr and "mine" in r.stdout and "worst novel view" in r.stdout
 
 
 def test_render_writes_pngs_and_sheet(guitar_bundle, tmp_path):

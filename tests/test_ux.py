@@ -247,14 +247,14 @@ def test_progress_prints_the_closing_line_once():
 
 
 def test_side_by_side_has_column_labels(tmp_path):
-    from sundae_compress.evaluate import evaluate_and_report
+    from sundae_compress.evaluate import evaluate_view_sets
     from sundae_compress.io.images import read_image
     from sundae_compress.render import Camera
 
     gs = make_tiny_scene(n=200, seed=1)
     gs.means[:] = gs.means * 0.3 + [0, 0, 3]
     cams = [Camera(np.eye(4), 30.0, 30.0, 16.0, 12.0, 32, 24, "a")]
-    evaluate_and_report(gs, gs.subset(np.arange(100)), cams, side_by_side_path=tmp_path / "s.png")
+    evaluate_view_sets(gs, gs.subset(np.arange(100)), {"near": cams}, side_by_side_path=tmp_path / "s.png")
     img = read_image(tmp_path / "s.png")
     strip = img[:14]
     assert img.shape[0] == 14 + (2 + 24 + 2) + 2 * 2 and (strip < 128).any() and (strip[:, :, 0] > 200).mean() > 0.7
