@@ -248,7 +248,7 @@ def test_api_skips_the_net_for_formats_without_one(assets, tmp_path):
     import sundae_compress as sc
 
     rep = sc.compress(assets / "donut.ply", tmp_path / "d.compressed.ply", ratio=0.05,
-                      finetune_options={"iterations": 3, "resolution": 48, "views": 4, "polish_iterations": 0})
+                      finetune_options={"iterations": 3, "resolution": 48, "polish_iterations": 0})
     assert rep.format == "compressed-ply" and rep.finetune["net"] is False
     assert len(rep.notes) == 1 and "cannot travel in .compressed.ply" in rep.notes[0]
     assert len(read_scene(tmp_path / "d.compressed.ply")) == rep.kept_count
