@@ -99,7 +99,7 @@ class CompressReport:
     notes: List[str] = field(default_factory=list)
     cameras: Optional[str] = None  # which cameras fine-tuning used, and where they came from
     #: the written output scored against the source: near / novel / worst view (``evaluate_view_sets``)
-    quality: Dict[str, Any] = field(default_factory=dict)
+    fidelity: Dict[str, Any] = field(default_factory=dict)
 
     @property
     def ratio(self) -> float:
@@ -109,7 +109,7 @@ class CompressReport:
         line = (f"{Path(self.input).name}: {self.valid_count:,} → {self.kept_count:,} Gaussians, "
                 f"{self.bytes_in / 1e6:.2f} MB → {self.bytes_out / 1e6:.3f} MB "
                 f"({self.ratio:.1f}x) in {self.seconds:.1f} s")
-        q = self.quality
+        q = self.fidelity
         if q.get("novel"):
             line += (f"; novel views {q['novel']['psnr']:.2f} dB PSNR (worst {q['worst']['psnr']:.2f}), "
                      f"near views {q['near']['psnr']:.2f} dB")
@@ -415,7 +415,7 @@ def compress(input, output=None, *, ratio: Optional[float] = None, count: Option
     :data:`sundae_compress.codec.QUALITY_PRESETS`); ``settings`` (a CodecSettings) overrides it.
     ``finetune_options`` are :class:`~.compensate.config.FinetuneConfig` fields. ``evaluate``
     (default: when fine-tuning) scores the written output on near and novel views
-    (``report.quality``; the summary line prints the novel-view PSNR).
+    (``report.fidelity``; the summary line prints the novel-view PSNR).
     """
     from .io.bundle import write_bundle
     from .io.formats import FORMATS, resolve_format, write_scene
@@ -507,7 +507,7 @@ def compress(input, output=None, *, ratio: Optional[float] = None, count: Option
     if finetune if evaluate is None else evaluate:
         t = time.perf_counter()
         near, novel, _ = evaluation_views(gs, input, cameras=cameras if not isinstance(cameras, str) else cameras)
-        report.quality = evaluate_output(gs, output, near, novel)
+        report.fidelity = evaluate_output(gs, output, near, novel)
         report.stages["evaluate"] = time.perf_counter() - t
     report.seconds = time.perf_counter() - t0
     return report
