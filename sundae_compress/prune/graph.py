@@ -345,10 +345,10 @@ def _search_points(lib, grid: _Grid, which: np.ndarray, k: int, cap: float, nbr,
     """Exact-up-to-``cap`` search for the points ``which`` (sorted positions of ``grid``); points
     too far for this grid's ring limit are retried on ever coarser grids (8x the cell size)."""
     fine_pts = grid.pts
-    level, to_fine = grid, None
+    level, to_fine, inv = grid, None, None  # to_fine / inv map coarse <-> fine positions below level 0
     which = np.asarray(which, np.int64)
     while len(which):
-        q = which if to_fine is None else inv[which]  # noqa: F821 - set below on the coarse levels
+        q = which if inv is None else inv[which]
         out_n = np.empty((len(q), k), np.int32)
         out_d = np.empty((len(q), k), np.float32)
         ok = np.empty(len(q), np.int8)
