@@ -12,20 +12,21 @@ NATIVE := setup.py $(wildcard sundae_compress/prune/csrc/*.c sundae_compress/pru
 venv: $(STAMP)
 
 # torch's CPU build must come first: a plain `pip install -e .` would pull the multi-GB CUDA build.
-# Quiet: only the project's own progress and results reach the terminal (pip errors still do).
+# Quiet: pip's output goes to .venv/setup.log and .venv/install.log, shown only when a step fails,
+# so only the project's own progress and results reach the terminal.
 PIP := $(BIN)/pip install -q --disable-pip-version-check --no-warn-script-location
 
 $(BASE):
 	@echo "setting up $(VENV) (first run only: installs the CPU build of PyTorch, a few minutes)"
 	@$(PYTHON) -m venv $(VENV)
-	@$(PIP) --upgrade pip
-	@$(PIP) torch==2.13.0
+	@$(PIP) --upgrade pip > $(VENV)/setup.log 2>&1 || { cat $(VENV)/setup.log; exit 1; }
+	@$(PIP) torch==2.13.0 >> $(VENV)/setup.log 2>&1 || { cat $(VENV)/setup.log; exit 1; }
 	@touch $(BASE)
 
 # `pip install -e .` also builds the native kernel (needs a C compiler and the Python headers, see
 # README), so the stamp depends on the C sources: editing them rebuilds it.
 $(STAMP): $(BASE) pyproject.toml $(NATIVE)
-	@$(PIP) -e '.[test]' 2>&1 | grep -v -i -e '^\s*$$' -e 'setuptools' -e '^\*\*\*' -e '^!!' >&2 || true
+	@$(PIP) -e '.[test]' > $(VENV)/install.log 2>&1 || { cat $(VENV)/install.log >&2; exit 1; }
 	@$(BIN)/python -c "import sundae_compress.prune._kernel" && touch $(STAMP)
 
 demo: $(STAMP)
