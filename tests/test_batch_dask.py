@@ -205,7 +205,7 @@ def test_finetuning_goes_to_the_gpu_workers(mixed, tmp_path):
         gpu = [a for a, w in client.scheduler_info(n_workers=-1)["workers"].items() if w.get("resources")]
         assert len(gpu) == 1
         res = run_batch(src, tmp_path / "ft", client=client, finetune=True,
-                        finetune_options={"iterations": 2, "resolution": 16, "views": 2, "net": False})
+                        finetune_options={"iterations": 2, "resolution": 16, "net": False})
         assert [r.status for r in res.results] == ["ok", "ok"], res.to_dict()
         assert {r.worker for r in res.results} == set(gpu)
         for b in (tmp_path / "ft").glob("*.sundae"):
