@@ -111,7 +111,7 @@ def _method_choices():
                    "opacity x area. Unused by the collapse merge.")
 @click.option("--merge/--no-merge", default=True, show_default=True, help="Fold removed Gaussians into the survivors.")
 @click.option("--merge-mode", type=click.Choice(["assign", "collapse"]), default=None, help="Merge algorithm (default: the best measured).")
-@click.option("--finetune/--no-finetune", default=True, show_default=True, help="Distil the original into the pruned scene + compensation net.")
+@click.option("--finetune/--no-finetune", default=True, show_default=True, help="Fine-tune the pruned scene by distilling the original (the compensation net only with --net).")
 @click.option("--net/--no-net", default=None, help="Train and ship the compensation U-Net (default off: it gains < 0.3 dB on novel views).")
 @click.option("--iterations", type=int, help="Fine-tuning iterations (CPU default 400; more = slower and better, e.g. 1200).")
 @click.option("--resolution", type=int, help="Largest fine-tuning image width in pixels (default 400 on CPU).")
