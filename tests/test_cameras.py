@@ -268,3 +268,22 @@ def test_novel_views_are_disjoint_from_training_views_by_construction(guitar_fra
     nv = near_views(f, n=6)
     assert len(nv) == 6 and not any(ViewSampler(f).excluded(c) for c in nv)
     assert not any(np.allclose(c.viewmat, t.viewmat) for c in nv for t in ViewSampler(f, seed=0)._draws(50))
+
+
+def test_draws_around_real_cameras_stay_on_the_capture_path(guitar_frame):
+    """Cameras on a ring around the content (an inside-out capture): in-between draws interpolate
+    neighbouring cameras, so they stay on the ring instead of cutting through the middle."""
+    f = guitar_frame
+    ring = 2.5 * f.radius
+    real = []
+    for i in range(24):
+        a = 2 * np.pi * i / 24
+        d = np.cos(a) * f.e1 + np.sin(a) * f.e2 + 0.2 * f.up
+        d /= np.linalg.norm(d)
+        real.append(Camera(look_at(f.centre + ring * d, f.centre, f.up), 300, 300, 160, 120, 320, 240, f"r{i}"))
+    s = ViewSampler(f, cameras=real, seed=4, real_share=1.0)
+    draws = [s.sample() for _ in range(400)]
+    dist = np.array([np.linalg.norm(c.position - f.centre) for c in draws])
+    # neighbours on a 24-camera ring are 15 deg apart: the chord midpoint is at cos(7.5 deg) = 0.991 ring
+    assert dist.min() > 0.9 * ring
+    assert np.median(dist) > 0.97 * ring

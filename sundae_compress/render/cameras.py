@@ -238,6 +238,8 @@ TRAIN_DISTANCES = (1.2, 4.0)
 #: base vertical field of view, and the range of focal-length factors applied to it
 BASE_FOV_DEG = 50.0
 TRAIN_FOCAL = (0.8, 1.6)
+#: draws around real cameras interpolate between a camera and one of this many nearest cameras
+REAL_NEIGHBOURS = 3
 #: seed of the near-training evaluation views (the trainer's own draws use the caller's seed)
 NEAR_VIEW_SEED = 987_654_321
 
@@ -300,6 +302,16 @@ def novel_views(gs_or_frame, size=NOVEL_SIZE, n: Optional[int] = None, up=None) 
             for el, az, dist in rows]
 
 
+def _nearest_cameras(cameras: Sequence[Camera], k: int) -> List[np.ndarray]:
+    """For each camera, the indices of its ``k`` nearest cameras by position (itself when alone)."""
+    if len(cameras) < 2:
+        return [np.zeros(1, np.int64) for _ in cameras]
+    pos = np.stack([c.position for c in cameras])
+    d = np.linalg.norm(pos[:, None] - pos[None], axis=2)
+    np.fill_diagonal(d, np.inf)
+    return list(np.argsort(d, axis=1, kind="stable")[:, :min(k, len(cameras) - 1)])
+
+
 class ViewSampler:
     """Training cameras drawn from a distribution, a fresh one per call to :meth:`sample`.
 
@@ -307,9 +319,11 @@ class ViewSampler:
     TRAIN_DISTANCES x radius, a focal-length factor in TRAIN_FOCAL, a width in TRAIN_WIDTHS with a
     random aspect from TRAIN_ASPECTS, and an aim point jittered around the centre (``aim_jitter`` x
     radius, Gaussian). With ``cameras`` (a scene's real views), a share ``real_share`` of the draws
-    sit around them instead: a random point between two cameras (positions interpolated, viewing
-    directions blended), jittered in position and direction, at their field of view. Any draw whose
-    direction falls within EXCLUSION_DEG of a novel view's is rejected and drawn again.
+    sit around them instead: a random point between a camera and one of its REAL_NEIGHBOURS nearest
+    cameras (positions interpolated, viewing directions blended), jittered in position and
+    direction, at their field of view: in-between poses along the capture path, never a blend of
+    cameras on opposite sides (which would sit inside the content). Any draw whose direction falls
+    within EXCLUSION_DEG of a novel view's is rejected and drawn again.
     """
 
     def __init__(self, frame: ViewFrame, *, cameras: Optional[Sequence[Camera]] = None, seed: int = 0,
@@ -325,6 +339,7 @@ class ViewSampler:
         self.focal = (float(focal[0]), float(focal[1]))
         self.aim_jitter = float(aim_jitter)
         self.real_share = float(real_share) if self.cameras else 0.0
+        self._neighbours = _nearest_cameras(self.cameras, REAL_NEIGHBOURS)
         self._novel = novel_directions(frame)
         self._cos_excl = math.cos(math.radians(EXCLUSION_DEG))
         self.rejected = 0
@@ -351,8 +366,9 @@ class ViewSampler:
         return self.frame.camera(d, dist, w, h, focal=f, target=target, name=name)
 
     def _around_real(self, name) -> Camera:
-        a = self.cameras[int(self.rng.integers(len(self.cameras)))]
-        b = self.cameras[int(self.rng.integers(len(self.cameras)))]
+        i = int(self.rng.integers(len(self.cameras)))
+        a = self.cameras[i]
+        b = self.cameras[int(self.rng.choice(self._neighbours[i]))]
         t = float(self.rng.uniform(0, 1))
         r = self.frame.radius
         pos = (1 - t) * a.position + t * b.position + self.rng.normal(size=3) * 0.05 * r
