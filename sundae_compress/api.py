@@ -372,16 +372,22 @@ def evaluation_views(gs: GaussianSet, scene_path=None, *, cameras=None, views=No
     score. near: :func:`choose_views` with ``held_out`` (the held-out split of a camera file, or
     generated orbit views at another azimuth phase); novel: the views the fine-tuning sampler never
     draws (:func:`sundae_compress.render.cameras.novel_views`, at ``size`` or 480x360)."""
-    from .render.cameras import NOVEL_SIZE, novel_views, split_views
+    from .render.cameras import NOVEL_SIZE, ViewFrame, load_cameras, novel_views, split_views
 
     if isinstance(cameras, (list, tuple)):
-        near, line = split_views(list(cameras), HOLDOUT_EVERY)[1], f"cameras: held-out of {len(cameras)} given views"
+        real = list(cameras)
+        near, line = split_views(real, HOLDOUT_EVERY)[1], f"cameras: held-out of {len(cameras)} given views"
         if size is not None:
             near = [c.scaled(*size) for c in near]
     else:
         chosen = choose_views(gs, scene_path, cameras=cameras, views=views, size=size, up=up, held_out=True)
         near, line = chosen.cameras, chosen.source
-    return near, novel_views(gs, size=size or NOVEL_SIZE, up=up), line
+        path, _ = _camera_file(scene_path, cameras)
+        real = load_cameras(path) if path is not None else None
+    # the frame fine-tuning used (the capture's cameras when they surround the scene), so the
+    # novel views are the ones its sampler never draws
+    frame = ViewFrame.of(gs, up, cameras=real)
+    return near, novel_views(frame, size=size or NOVEL_SIZE), line
 
 
 def evaluate_output(original: GaussianSet, path, near, novel, *, side_by_side_path=None) -> Dict[str, Any]:

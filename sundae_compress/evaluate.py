@@ -167,7 +167,7 @@ def view_sets(original_gs, *, real_cameras: Optional[Sequence[Camera]] = None,
     (W, H) rescales the near/camera views and sets the novel views' size (default 480x360)."""
     from .render.cameras import NOVEL_SIZE, ViewFrame, near_views, novel_views, split_views
 
-    frame = ViewFrame.of(original_gs, up)
+    frame = ViewFrame.of(original_gs, up, cameras=real_cameras)
     sets: Dict[str, List[Camera]] = {}
     if user_cameras is not None:
         sets["cameras"] = [c.scaled(*size) for c in user_cameras] if size else list(user_cameras)

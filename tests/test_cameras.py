@@ -287,3 +287,31 @@ def test_draws_around_real_cameras_stay_on_the_capture_path(guitar_frame):
     # neighbours on a 24-camera ring are 15 deg apart: the chord midpoint is at cos(7.5 deg) = 0.991 ring
     assert dist.min() > 0.9 * ring
     assert np.median(dist) > 0.97 * ring
+
+
+def test_frame_from_cameras_that_surround_the_content(guitar_frame):
+    """A capture's cameras define the frame when they surround a point (an inside-out capture with
+    a far background must get its generated and novel views around the cameras, not outside the
+    background); cameras that do not surround one point (all looking one way) leave the content frame."""
+    from sundae_compress.render.cameras import CAMERA_DISTANCE_IN_RADII, camera_frame
+
+    f = guitar_frame
+    target = f.centre + 0.3 * f.radius * f.e1
+    ring = []
+    for i in range(12):
+        a = 2 * np.pi * i / 12
+        d = np.cos(a) * f.e1 + np.sin(a) * f.e2 + 0.3 * f.up
+        ring.append(Camera(look_at(target + 1.7 * d, target, f.up), 300, 300, 160, 120, 320, 240, f"r{i}"))
+    cf = camera_frame(ring)
+    assert cf is not None
+    np.testing.assert_allclose(cf.centre, target, atol=1e-6)
+    np.testing.assert_allclose(cf.up, f.up, atol=0.05)
+    expected = np.median([np.linalg.norm(c.position - target) for c in ring]) / CAMERA_DISTANCE_IN_RADII
+    assert cf.radius == pytest.approx(expected)
+    # novel views then sit at 0.56-1.44x the capture's distance from its centre
+    d = [np.linalg.norm(c.position - target) / (cf.radius * CAMERA_DISTANCE_IN_RADII) for c in novel_views(cf)]
+    assert 0.5 < min(d) and max(d) < 1.5
+    # a forward-facing rig (parallel axes) defines no frame
+    fwd = [Camera(look_at(f.centre + np.array([x, 0.0, 3.0]), f.centre + np.array([x, 0.0, 0.0]), f.up),
+                  300, 300, 160, 120, 320, 240, f"f{i}") for i, x in enumerate(np.linspace(-1, 1, 6))]
+    assert camera_frame(fwd) is None

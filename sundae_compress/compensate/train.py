@@ -125,8 +125,8 @@ def _finetune(original, pruned, cfg: FinetuneConfig, cameras, images, hooks: Hoo
     render_kw = dict(background=bg, backend=cfg.backend)
 
     # -- targets ------------------------------------------------------------------------------
-    frame = ViewFrame.of(original)
     real = list(cameras or [])
+    frame = ViewFrame.of(original, cameras=real)
     orig_t = original.to_torch(device=dev)
     orig_in = {n: orig_t[n] for n in ("means", "quats", "scales", "opacities", "sh")}
 

@@ -238,6 +238,9 @@ TRAIN_DISTANCES = (1.2, 4.0)
 #: base vertical field of view, and the range of focal-length factors applied to it
 BASE_FOV_DEG = 50.0
 TRAIN_FOCAL = (0.8, 1.6)
+#: a camera-defined frame's radius is the cameras' median distance to its centre over this (the
+#: middle of the training distances, so generated views range closer and farther than the capture)
+CAMERA_DISTANCE_IN_RADII = 2.5
 #: draws around real cameras interpolate between a camera and one of this many nearest cameras
 REAL_NEIGHBOURS = 3
 #: seed of the near-training evaluation views (the trainer's own draws use the caller's seed)
@@ -255,10 +258,16 @@ class ViewFrame:
     e2: np.ndarray
 
     @classmethod
-    def of(cls, gs, up=None) -> "ViewFrame":
+    def of(cls, gs, up=None, cameras: Optional[Sequence[Camera]] = None) -> "ViewFrame":
+        """The frame of a scene: from its real ``cameras`` when they surround a point they all
+        look at (:func:`camera_frame`), else from its content (robust centre, 95th-percentile
+        radius, detected up axis)."""
         pts = _content_points(gs)
         if len(pts) == 0:
             raise SundaeError("cannot place cameras: the scene has no finite Gaussians")
+        found = camera_frame(cameras, up) if cameras else None
+        if found is not None:
+            return found
         upv = detect_up(gs) if up is None else parse_up(up)
         ctr, _, _ = robust_bounds(pts)
         radius = max(float(np.percentile(np.linalg.norm(pts - ctr, axis=1), 95)), 1e-6)
@@ -286,6 +295,45 @@ class ViewFrame:
         d = cam.position - self.centre
         n = np.linalg.norm(d)
         return d / n if n > 0 else self.up.copy()
+
+
+def camera_frame(cameras: Sequence[Camera], up=None) -> Optional[ViewFrame]:
+    """The frame a capture's cameras define, or None when they do not surround one point.
+
+    Centre: the point closest (least squares) to all optical axes; it must lie in front of at least
+    3/4 of the cameras, and the cameras must be spread around it (mean resultant length of their
+    directions from it < 0.9). Radius: the median camera distance / CAMERA_DISTANCE_IN_RADII, so
+    generated views (1.2-4 radii) range from well inside to beyond the capture's distance. Up: ``up``
+    if given, else the cameras' mean up vector (None when they disagree). Why: a content-based
+    frame of a scene with a far background (a room, a sky shell) puts every generated view outside
+    that background, where nothing the capture shows can be seen."""
+    cams = list(cameras or [])
+    if len(cams) < 3:
+        return None
+    pos = np.stack([c.position for c in cams])
+    fwd = np.stack([c.forward / max(np.linalg.norm(c.forward), 1e-12) for c in cams])
+    proj = np.eye(3)[None] - fwd[:, :, None] * fwd[:, None, :]
+    A, b = proj.sum(0), np.einsum("nij,nj->i", proj, pos)
+    if np.linalg.cond(A) > 1e6:
+        return None
+    ctr = np.linalg.solve(A, b)
+    rel = ctr[None] - pos
+    dist = np.linalg.norm(rel, axis=1)
+    if np.mean(np.einsum("ni,ni->n", rel, fwd) > 0) < 0.75 or not np.all(dist > 0):
+        return None
+    spread = np.linalg.norm((-rel / dist[:, None]).mean(0))
+    if spread > 0.9:
+        return None
+    if up is None:
+        ups = -np.stack([c.rotation[1] for c in cams])   # camera y points down in the image
+        m = ups.mean(0)
+        if np.linalg.norm(m) < 0.5:
+            return None
+        upv = m / np.linalg.norm(m)
+    else:
+        upv = parse_up(up)
+    e1, e2 = _perp_basis(upv)
+    return ViewFrame(ctr, float(np.median(dist)) / CAMERA_DISTANCE_IN_RADII, upv, e1, e2)
 
 
 def novel_directions(frame: ViewFrame) -> np.ndarray:
