@@ -42,16 +42,22 @@ RESULTS = ROOT / "benchmarks" / "results"
 WORK = ROOT / "benchmarks" / "work" / "generalisation"
 #: the last commit with the old fine-tuning default (fixed orbit views + net)
 BASELINE = "736f832"
-SCENES = ("donut", "guitar", "playbot_125k")
+#: the shared scenes, plus ``demo``: the scene ``make demo`` compresses (examples/make_scene.py,
+#: generated into WORK with its cameras.json: an inside-out capture whose near views are real
+#: camera-file views, held out of training)
+SCENES = ("donut", "guitar", "playbot_125k", "demo")
 RUNS = [(s, 0.1) for s in SCENES] + [("guitar", 0.05), ("guitar", 0.25)]
-CONFIGS = ("prune", "old", "new", "new_net", "new_net_k4")
+CONFIGS = ("prune", "old", "new", "new_1200", "new_net", "new_net_k4")
 #: extra options per configuration (after ``--ratio``)
-EXTRA = {"prune": ["--no-finetune"], "old": [], "new": [], "new_net": ["--net"],
-         "new_net_k4": ["--net", "--features", "4"]}
+EXTRA = {"prune": ["--no-finetune"], "old": [], "new": [], "new_1200": ["--iterations", "1200"],
+         "new_net": ["--net"], "new_net_k4": ["--net", "--features", "4"]}
 #: the net / feature-channel measurement runs on one scene only (issue 11, item 3)
 NET_RUNS = [("guitar", 0.1)]
+#: the more-time-more-quality knob is measured on one scene
+ITER_RUNS = [("playbot_125k", 0.1)]
 LABELS = {"prune": "prune only (--no-finetune)", "old": f"old default ({BASELINE}: orbit views + net)",
-          "new": "new default", "new_net": "new default + --net", "new_net_k4": "new default + --net --features 4"}
+          "new": "new default", "new_1200": "new default + --iterations 1200", "new_net": "new default + --net",
+          "new_net_k4": "new default + --net --features 4"}
 #: what the committed result does not (yet) cover, printed under the table
 NOTES = [
     "Coverage: guitar, playbot_125k and donut at 0.1 (prune only and new default; old default for donut and "
@@ -81,6 +87,24 @@ def machine() -> dict:
         pass
     return {"nproc": os.cpu_count(), "ram_mb": mem, "platform": platform.platform(),
             "python": platform.python_version()}
+
+
+def scene_path(scene: str) -> Path:
+    """A shared scene's PLY, or the generated demo scene (made once, with its cameras.json)."""
+    if scene != "demo":
+        return ASSETS / f"{scene}.ply"
+    ply = WORK / "demo" / "scene.ply"
+    if not ply.is_file():
+        subprocess.run([sys.executable, str(ROOT / "examples" / "make_scene.py"), "-o", str(ply)], check=True)
+    return ply
+
+
+def scene_cameras(scene: str):
+    """The scene's own cameras (the demo's cameras.json), else None."""
+    from sundae_compress.render.cameras import load_cameras
+
+    cams = scene_path(scene).parent / "cameras.json"
+    return load_cameras(cams) if scene == "demo" and cams.is_file() else None
 
 
 def _baseline_src() -> Path:
@@ -121,7 +145,7 @@ def compress_one(scene: str, ratio: float, config: str, force: bool = False, loc
     src = _baseline_src() if config == "old" else ROOT
     env["PYTHONPATH"] = str(src)
     code = "import sys; from sundae_compress.cli import compress_main; sys.exit(compress_main())"
-    cmd = [sys.executable, "-c", code, str(ASSETS / f"{scene}.ply"), "--ratio", f"{ratio:g}",
+    cmd = [sys.executable, "-c", code, str(scene_path(scene)), "--ratio", f"{ratio:g}",
            "-o", str(bundle), "--overwrite", "--quiet", "--json"] + EXTRA[config]
     print(f"[{time.strftime('%H:%M:%S')}] compress {tag} (load {load_avg()})", flush=True)
     # run from the source tree itself: with ``-c`` the current folder comes first on sys.path, so a
@@ -139,15 +163,17 @@ def compress_one(scene: str, ratio: float, config: str, force: bool = False, loc
 
 # -- evaluation ------------------------------------------------------------------------------------
 
-def _sets(gs, sizes):
+def _sets(gs, sizes, cameras=None):
     from sundae_compress.render.cameras import generate_cameras
     from sundae_compress.evaluate import view_sets
 
-    sets = view_sets(gs)
-    # the held-out views the old trainer reported: orbit views between its training views
-    sets["orbit"] = generate_cameras(gs, 8, 320, 240, seed=1)
+    sets = view_sets(gs, real_cameras=cameras)
+    if cameras is None:
+        # the held-out views the old trainer reported: orbit views between its training views
+        # (with a camera file, it reported the held-out camera views: the near set)
+        sets["orbit"] = generate_cameras(gs, 8, 320, 240, seed=1)
     for w, h in sizes:
-        sets[f"novel_{w}x{h}"] = view_sets(gs, size=(w, h))["novel"]
+        sets[f"novel_{w}x{h}"] = view_sets(gs, real_cameras=cameras, size=(w, h))["novel"]
     return sets
 
 
@@ -165,11 +191,11 @@ def evaluate_runs(records, sizes_for) -> None:
     for rec in records:
         by_scene.setdefault(rec["scene"], []).append(rec)
     for scene, recs in by_scene.items():
-        gs = load_scene(ASSETS / f"{scene}.ply")
-        all_sets = _sets(gs, EXTRA_SIZES)
+        gs = load_scene(scene_path(scene))
+        all_sets = _sets(gs, EXTRA_SIZES, scene_cameras(scene))
         refs = {}
         for rec in recs:
-            names = ["near", "novel", "orbit"] + [f"novel_{w}x{h}" for w, h in sizes_for(rec)]
+            names = [n for n in ("near", "novel", "orbit") if n in all_sets] + [f"novel_{w}x{h}" for w, h in sizes_for(rec)]
             sets = {n: all_sets[n] for n in names}
             if rec.get("eval") and set(rec["eval"]) >= set(sets):
                 continue
@@ -266,9 +292,10 @@ def write_report(records, meta) -> None:
             continue
         p = base.get((r["scene"], r["ratio"]))
         d = e["novel"]["psnr"] - p["eval"]["novel"]["psnr"] if p else None
+        orbit = f"{e['orbit']['psnr']:.2f}" if "orbit" in e else "(= near)"
         lines.append(f"| {r['scene']} | {r['ratio']:g} | {LABELS[r['config']]} | {e['novel']['psnr']:.2f} | "
                      f"{e['novel']['worst']:.2f} | {e['novel']['ssim']:.4f} | {e['near']['psnr']:.2f} | "
-                     f"{e['orbit']['psnr']:.2f} | {'' if d is None else f'{d:+.2f}'} | "
+                     f"{orbit} | {'' if d is None else f'{d:+.2f}'} | "
                      f"{r['bundle_bytes']:,} ({r.get('net_bytes', 0):,}) | {r['wall_s']:.0f}"
                      f"{'' if r.get('locked', True) else ' (no lock)'} | {r['cpu_s']:.0f} | "
                      f"{r['peak_rss_mb']:,} | {r['load_start']} → {r['load_end']} |")
@@ -320,6 +347,8 @@ def main(argv=None):
     for scene, ratio in RUNS:
         for config in args.configs:
             if config.startswith("new_net") and (scene, ratio) not in NET_RUNS:
+                continue
+            if config == "new_1200" and (scene, ratio) not in ITER_RUNS:
                 continue
             if (args.scenes is None or scene in args.scenes) and (args.ratios is None or ratio in args.ratios):
                 todo.append((scene, ratio, config))
