@@ -4,8 +4,9 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 BASE   := $(VENV)/.base
-# the package build compiles the native kernel: any change to these rebuilds it
-NATIVE := setup.py $(wildcard sundae_compress/prune/csrc/*.c sundae_compress/prune/csrc/*.h)
+# the package build compiles the native kernels: any change to these rebuilds them
+NATIVE := setup.py $(wildcard sundae_compress/prune/csrc/*.c sundae_compress/prune/csrc/*.h \
+            sundae_compress/render/csrc/*.c sundae_compress/render/csrc/*.h)
 
 .PHONY: venv demo test clean
 
@@ -27,7 +28,7 @@ $(BASE):
 # README), so the stamp depends on the C sources: editing them rebuilds it.
 $(STAMP): $(BASE) pyproject.toml $(NATIVE)
 	@$(PIP) -e '.[test]' > $(VENV)/install.log 2>&1 || { cat $(VENV)/install.log >&2; exit 1; }
-	@$(BIN)/python -c "import sundae_compress.prune._kernel" && touch $(STAMP)
+	@$(BIN)/python -c "import sundae_compress.prune._kernel, sundae_compress.render._raster" && touch $(STAMP)
 
 demo: $(STAMP)
 	@$(BIN)/python examples/make_scene.py -o examples/out/scene.ply

@@ -1,8 +1,10 @@
-"""Build of the native kernel (everything else is in pyproject.toml).
+"""Build of the native kernels (everything else is in pyproject.toml).
 
 ``sundae_compress.prune._kernel`` is a C extension: the grid kNN / spectral-score kernel and the
 merge helpers (``sundae_compress/prune/csrc/*.c``), loaded with ctypes by
-``sundae_compress/prune/native.py``. It needs a C compiler and the Python headers; without them
+``sundae_compress/prune/native.py``. ``sundae_compress.render._raster`` is the tile rasteriser of
+the CPU renderer (``sundae_compress/render/csrc/*.c``), loaded with ctypes by
+``sundae_compress/render/native.py``. They need a C compiler and the Python headers; without them
 the install stops with a message that says what to install.
 """
 
@@ -10,6 +12,7 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 CSRC = "sundae_compress/prune/csrc"
+RSRC = "sundae_compress/render/csrc"
 
 HELP = (
     "sundae-compress: building the native kernel ({what}) failed. It needs a C compiler and the "
@@ -46,4 +49,14 @@ kernel = Extension(
     libraries=["m"],
 )
 
-setup(ext_modules=[kernel], cmdclass={"build_ext": BuildKernel})
+raster = Extension(
+    "sundae_compress.render._raster",
+    sources=[f"{RSRC}/module.c", f"{RSRC}/raster.c"],
+    # as above, plus -ffp-contract=off: alpha must round exactly like the torch path's float32
+    # arithmetic (no fused multiply-adds).
+    extra_compile_args=["-O3", "-std=c99", "-fno-math-errno", "-fno-trapping-math", "-fno-wrapv",
+                        "-ffp-contract=off"],
+    libraries=["m"],
+)
+
+setup(ext_modules=[kernel, raster], cmdclass={"build_ext": BuildKernel})

@@ -213,7 +213,8 @@ def test_missing_kernel_warns_once(monkeypatch):
 @pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler to compare with")
 def test_build_without_compiler_says_what_to_do(tmp_path):
     src = tmp_path / "src"
-    shutil.copytree(ROOT / "sundae_compress" / "prune" / "csrc", src / "sundae_compress" / "prune" / "csrc")
+    for pkg in ("prune", "render"):
+        shutil.copytree(ROOT / "sundae_compress" / pkg / "csrc", src / "sundae_compress" / pkg / "csrc")
     shutil.copy(ROOT / "setup.py", src / "setup.py")
     env = dict(os.environ, CC=str(tmp_path / "no-such-cc"))
     p = subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--build-lib", str(tmp_path / "b"),

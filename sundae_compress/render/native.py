@@ -1,0 +1,205 @@
+"""The native tile rasteriser (``sundae_compress/render/csrc``, built by ``pip install``) and its
+Python side.
+
+The C sources are compiled by the package build into the extension ``render._raster`` (see
+``setup.py``); importing it proves it was built for this interpreter, and the same file is then
+opened with :mod:`ctypes` (its functions take torch CPU buffers by pointer and release the GIL).
+
+:func:`lib` returns the library, or ``None`` when the torch compositor must run: the extension is
+missing (reported once on stderr as a warning: the torch path is several times slower), or a test
+chose the torch path with :func:`use`. :data:`ran` records which compositor ran ("native" /
+"torch"), so tests can assert which path actually ran.
+
+:func:`composite_native` is the drop-in for :func:`~.rasterize.composite` on CPU float32 tensors
+when no gradient is needed (a plain C forward pass).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib
+import threading
+import time
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Dict, Optional, Set
+
+import torch
+
+__all__ = ["lib", "available", "use", "ran", "supports", "composite_native", "NativeRasterMissing", "TILE"]
+
+TILE = 16
+
+
+class NativeRasterMissing(RuntimeWarning):
+    """The native rasteriser is not built; the (slower) torch compositor runs instead."""
+
+
+_LOCK = threading.Lock()
+_LIB: Optional[ctypes.CDLL] = None
+_TRIED = False
+_ERROR = ""
+_FORCED: Optional[bool] = None  # None: native if built; False: torch; True: native (must exist)
+#: Compositors run since the last reset ("native" and/or "torch"); tests clear and inspect it.
+ran: Set[str] = set()
+
+_P = ctypes.c_void_p
+_I64, _INT = ctypes.c_int64, ctypes.c_int
+_SIGNATURES = {
+    "raster_bin_bound": (_I64, [_P, _I64, _INT]),
+    "raster_bin": (_I64, [_P, _P, _I64, _INT, _INT, _INT, _P, _P, _P]),
+    "raster_forward": (_INT, [_P, _P, _P, _P, _P, _INT, _INT, _INT, _INT, _INT, _INT, _P, _P, _P, _P]),
+}
+
+
+def _load() -> Optional[ctypes.CDLL]:
+    global _LIB, _TRIED, _ERROR
+    with _LOCK:
+        if not _TRIED:
+            _TRIED = True
+            try:
+                ext = importlib.import_module(f"{__package__}._raster")  # built for this interpreter?
+                cdll = ctypes.CDLL(ext.__file__)
+                for name, (res, args) in _SIGNATURES.items():
+                    f = getattr(cdll, name)
+                    f.restype, f.argtypes = res, args
+                _LIB = cdll
+            except (ImportError, OSError, AttributeError) as e:
+                _ERROR = f"{type(e).__name__}: {e}"
+    return _LIB
+
+
+def available() -> bool:
+    """Whether the native rasteriser is built and loadable (regardless of :func:`use`)."""
+    return _load() is not None
+
+
+def lib() -> Optional[ctypes.CDLL]:
+    """The native rasteriser, or None when the torch compositor must run."""
+    if _FORCED is False:
+        return None
+    out = _load()
+    if out is None:
+        if _FORCED:
+            raise RuntimeError(f"the native rasteriser is not built ({_ERROR}); run `pip install -e .`")
+        warnings.warn(f"sundae-compress: native rasteriser not built ({_ERROR}); using the torch "
+                      "compositor, several times slower on CPU. Run `pip install -e .` to build it.",
+                      NativeRasterMissing, stacklevel=3)
+        warnings.filterwarnings("ignore", category=NativeRasterMissing)  # once per process
+    return out
+
+
+@contextmanager
+def use(native: bool):
+    """Composite with (``True``) or without (``False``) the native rasteriser inside the block
+    (tests, benchmarks). ``True`` raises if it is not built."""
+    global _FORCED
+    old = _FORCED
+    _FORCED = bool(native)
+    try:
+        yield
+    finally:
+        _FORCED = old
+
+
+def supports(proj, values: torch.Tensor) -> bool:
+    """Whether the C path can composite these tensors: CPU, float32."""
+    ts = (proj.mean2d, proj.conic, proj.opacity, values)
+    return all(t.device.type == "cpu" and t.dtype == torch.float32 for t in ts)
+
+
+# -- threads ------------------------------------------------------------------------------------
+_POOL: Optional[ThreadPoolExecutor] = None
+_POOL_N = 0
+
+
+def _threads(n_tiles: int) -> int:
+    """Threads to use: torch's setting (the caller's budget; torch is idle while C runs)."""
+    return max(1, min(torch.get_num_threads(), n_tiles, 16))
+
+
+def _run(fn, n: int) -> None:
+    """fn(k, n) for k in range(n), on n threads (ctypes calls release the GIL)."""
+    global _POOL, _POOL_N
+    if n == 1:
+        fn(0, 1)
+        return
+    with _LOCK:
+        if _POOL is None or _POOL_N < n:
+            if _POOL is not None:
+                _POOL.shutdown(wait=False)
+            _POOL, _POOL_N = ThreadPoolExecutor(n, thread_name_prefix="sundae-raster"), n
+        pool = _POOL
+    futs = [pool.submit(fn, k, n) for k in range(n)]
+    for f in futs:
+        f.result()
+
+
+def _ptr(t: torch.Tensor):
+    return ctypes.c_void_p(t.data_ptr())
+
+
+# -- binning and the passes ------------------------------------------------------------------------
+class _Tiles:
+    """Per-tile Gaussian lists (CSR) of one view."""
+
+    def __init__(self, L, P: torch.Tensor, bbox: torch.Tensor, width: int, height: int):
+        self.width, self.height = width, height
+        self.nt = ((width + TILE - 1) // TILE) * ((height + TILE - 1) // TILE)
+        V = P.shape[0]
+        bound = int(L.raster_bin_bound(_ptr(bbox), V, TILE))
+        flags = torch.empty(max(bound, 1), dtype=torch.uint8)
+        self.ids = torch.empty(max(bound, 1), dtype=torch.int32)
+        self.off = torch.empty(self.nt + 1, dtype=torch.int64)
+        n = int(L.raster_bin(_ptr(bbox), _ptr(P), V, width, height, TILE, _ptr(flags), _ptr(self.off),
+                             _ptr(self.ids)))
+        if n < 0:
+            raise MemoryError("native rasteriser: out of memory while binning")
+        self.n_entries = n
+
+
+def _forward(L, tiles: _Tiles, P, bbox, vals, keep: bool):
+    W, H = tiles.width, tiles.height
+    C1 = vals.shape[1]
+    out = torch.empty(H * W, C1, dtype=torch.float32)
+    final_t = torch.empty(H * W, dtype=torch.float64) if keep else None
+    ncontrib = torch.empty(H * W, dtype=torch.int32) if keep else None
+    n = _threads(tiles.nt)
+    live = torch.zeros(n, dtype=torch.int64)
+    codes = [0] * n
+
+    def work(k, step):
+        codes[k] = L.raster_forward(_ptr(tiles.off), _ptr(tiles.ids), _ptr(P), _ptr(bbox), _ptr(vals), C1, W, H,
+                                    TILE, k, step, _ptr(out), _ptr(final_t) if keep else None,
+                                    _ptr(ncontrib) if keep else None, _ptr(live[k:k + 1]))
+
+    _run(work, n)
+    if any(codes):
+        raise MemoryError("native rasteriser: out of memory")
+    return out, final_t, ncontrib, int(live.sum())
+
+
+def composite_native(proj, values: torch.Tensor, width: int, height: int,
+                     stats: Optional[Dict] = None) -> torch.Tensor:
+    """:func:`~.rasterize.composite` in C, without gradients (CPU float32 tensors, see
+    :func:`supports`). Returns (H*W, C+1): the weighted sums of the values and, in the last
+    column, the accumulated alpha."""
+    L = _load()
+    if L is None:
+        raise RuntimeError(f"the native rasteriser is not built ({_ERROR})")
+    info: Dict = {}
+    with torch.no_grad():
+        P = torch.stack([proj.mean2d[:, 0], proj.mean2d[:, 1], proj.conic[:, 0], proj.conic[:, 1],
+                         proj.conic[:, 2], proj.opacity], 1).contiguous()
+        bbox = proj.bbox.to(torch.int64).contiguous()
+        vals1 = torch.cat([values, torch.ones_like(values[:, :1])], 1).contiguous()
+        t0 = time.perf_counter()
+        tiles = _Tiles(L, P, bbox, width, height)
+        t1 = time.perf_counter()
+        out, _, _, live = _forward(L, tiles, P, bbox, vals1, keep=False)
+        info.update(n_tile_entries=tiles.n_entries, n_pairs=live, t_bin=t1 - t0, t_raster=time.perf_counter() - t1)
+    ran.add("native")
+    if stats is not None:
+        stats.update(compositor="native", **info)
+    return out
