@@ -10,8 +10,9 @@ missing (reported once on stderr as a warning: the torch path is several times s
 chose the torch path with :func:`use`. :data:`ran` records which compositor ran ("native" /
 "torch"), so tests can assert which path actually ran.
 
-:func:`composite_native` is the drop-in for :func:`~.rasterize.composite` on CPU float32 tensors
-when no gradient is needed (a plain C forward pass).
+:func:`composite_native` is the drop-in for :func:`~.rasterize.composite` on CPU float32 tensors:
+without gradients it is a plain C forward pass; when gradients are needed it is an autograd
+function whose backward is the C backward pass (per-thread gradient buffers, summed).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ _SIGNATURES = {
     "raster_bin_bound": (_I64, [_P, _I64, _INT]),
     "raster_bin": (_I64, [_P, _P, _I64, _INT, _INT, _INT, _P, _P, _P]),
     "raster_forward": (_INT, [_P, _P, _P, _P, _P, _INT, _INT, _INT, _INT, _INT, _INT, _P, _P, _P, _P]),
+    "raster_backward": (_INT, [_P, _P, _P, _P, _P, _INT, _INT, _INT, _INT, _INT, _INT, _P, _P, _P, _P, _P]),
 }
 
 
@@ -180,25 +182,73 @@ def _forward(L, tiles: _Tiles, P, bbox, vals, keep: bool):
     return out, final_t, ncontrib, int(live.sum())
 
 
+class _NativeComposite(torch.autograd.Function):
+    """out = composite(P, vals) with the C forward and backward passes."""
+
+    @staticmethod
+    def forward(ctx, P, vals, bbox, width, height, stats):
+        L = _load()
+        t0 = time.perf_counter()
+        tiles = _Tiles(L, P, bbox, width, height)
+        t1 = time.perf_counter()
+        out, final_t, ncontrib, live = _forward(L, tiles, P, bbox, vals, keep=True)
+        stats.update(n_tile_entries=tiles.n_entries, n_pairs=live, t_bin=t1 - t0,
+                     t_raster=time.perf_counter() - t1)
+        ctx.tiles = tiles
+        ctx.save_for_backward(P, vals, bbox, final_t, ncontrib)
+        return out
+
+    @staticmethod
+    def backward(ctx, gout):
+        P, vals, bbox, final_t, ncontrib = ctx.saved_tensors
+        tiles = ctx.tiles
+        L = _load()
+        W, H = tiles.width, tiles.height
+        V, C1 = vals.shape
+        gout = gout.detach().to(torch.float32).contiguous()
+        n = _threads(tiles.nt)
+        gP = torch.zeros(n, V, 6, dtype=torch.float64)
+        gv = torch.zeros(n, V, C1, dtype=torch.float64)
+        codes = [0] * n
+
+        def work(k, step):
+            codes[k] = L.raster_backward(_ptr(tiles.off), _ptr(tiles.ids), _ptr(P), _ptr(bbox), _ptr(vals), C1, W, H,
+                                         TILE, k, step, _ptr(gout), _ptr(final_t), _ptr(ncontrib), _ptr(gP[k]),
+                                         _ptr(gv[k]))
+
+        _run(work, n)
+        if any(codes):
+            raise MemoryError("native rasteriser: out of memory")
+        gP = gP.sum(0).to(P.dtype) if ctx.needs_input_grad[0] else None
+        gv = gv.sum(0).to(vals.dtype) if ctx.needs_input_grad[1] else None
+        return gP, gv, None, None, None, None
+
+
 def composite_native(proj, values: torch.Tensor, width: int, height: int,
                      stats: Optional[Dict] = None) -> torch.Tensor:
-    """:func:`~.rasterize.composite` in C, without gradients (CPU float32 tensors, see
-    :func:`supports`). Returns (H*W, C+1): the weighted sums of the values and, in the last
-    column, the accumulated alpha."""
+    """:func:`~.rasterize.composite` in C (CPU float32 tensors, see :func:`supports`). Returns
+    (H*W, C+1): the weighted sums of the values and, in the last column, the accumulated alpha."""
     L = _load()
     if L is None:
         raise RuntimeError(f"the native rasteriser is not built ({_ERROR})")
     info: Dict = {}
-    with torch.no_grad():
-        P = torch.stack([proj.mean2d[:, 0], proj.mean2d[:, 1], proj.conic[:, 0], proj.conic[:, 1],
-                         proj.conic[:, 2], proj.opacity], 1).contiguous()
-        bbox = proj.bbox.to(torch.int64).contiguous()
-        vals1 = torch.cat([values, torch.ones_like(values[:, :1])], 1).contiguous()
-        t0 = time.perf_counter()
-        tiles = _Tiles(L, P, bbox, width, height)
-        t1 = time.perf_counter()
-        out, _, _, live = _forward(L, tiles, P, bbox, vals1, keep=False)
-        info.update(n_tile_entries=tiles.n_entries, n_pairs=live, t_bin=t1 - t0, t_raster=time.perf_counter() - t1)
+    cols = [proj.mean2d[:, 0], proj.mean2d[:, 1], proj.conic[:, 0], proj.conic[:, 1], proj.conic[:, 2],
+            proj.opacity]
+    need_grad = torch.is_grad_enabled() and (any(c.requires_grad for c in cols) or values.requires_grad)
+    bbox = proj.bbox.to(torch.int64).contiguous()
+    vals1 = torch.cat([values, torch.ones_like(values[:, :1])], 1).contiguous()
+    if need_grad:
+        P = torch.stack(cols, 1).contiguous()
+        out = _NativeComposite.apply(P, vals1, bbox, width, height, info)
+    else:
+        with torch.no_grad():
+            P = torch.stack(cols, 1).contiguous()
+            t0 = time.perf_counter()
+            tiles = _Tiles(L, P, bbox, width, height)
+            t1 = time.perf_counter()
+            out, _, _, live = _forward(L, tiles, P, bbox, vals1.detach(), keep=False)
+            info.update(n_tile_entries=tiles.n_entries, n_pairs=live, t_bin=t1 - t0,
+                        t_raster=time.perf_counter() - t1)
     ran.add("native")
     if stats is not None:
         stats.update(compositor="native", **info)

@@ -160,19 +160,15 @@ def _blend_band(params, vals1, g, pix, pixl, width, npix):
     return torch.zeros(npix, vals1.shape[1], dtype=vals1.dtype, device=vals1.device).index_add(0, pixl, contrib)
 
 
-def _needs_grad(proj: Projected, values: torch.Tensor) -> bool:
-    return torch.is_grad_enabled() and any(t.requires_grad for t in (proj.mean2d, proj.conic, proj.opacity, values))
-
-
 def composite(proj: Projected, values: torch.Tensor, width: int, height: int,
               max_pairs: int = DEFAULT_MAX_PAIRS, stats: Optional[Dict] = None) -> torch.Tensor:
     """Blend per-Gaussian ``values`` (V, C) front to back. Returns (H*W, C+1): the weighted sums
     of the values and, in the last column, the accumulated alpha (no background).
 
-    CPU float32 tensors go to the native tile rasteriser (:mod:`.native`) when it is built and no
-    gradient is needed; everything else (CUDA, float64, training renders, or the kernel not
-    built / switched off with ``native.use(False)``) runs the torch compositor below."""
-    if native.supports(proj, values) and not _needs_grad(proj, values) and native.lib() is not None:
+    CPU float32 tensors go to the native tile rasteriser (:mod:`.native`, C forward and, when
+    gradients are needed, C backward) when it is built; everything else (CUDA, float64, or the
+    kernel not built / switched off with ``native.use(False)``) runs the torch compositor below."""
+    if native.supports(proj, values) and native.lib() is not None:
         return native.composite_native(proj, values, width, height, stats=stats)
     native.ran.add("torch")
     if stats is not None:

@@ -11,8 +11,9 @@
    ellipse can reach one of its pixel centres, in the global (front-to-back) order. Each pixel then
    walks its tile's list: transmittance T in double, a pair counts while the transmittance in front
    of it is > T_MIN (the liveness test uses the sum of float32 log1p(-alpha) like the torch path),
-   weights alpha * T. Tiles are independent: raster_forward takes a (first, step) stride over the
-   tiles so that the caller can run several threads, each writing its own (disjoint) pixels.
+   weights alpha * T. Tiles are independent: raster_forward / raster_backward take a (first, step)
+   stride over the tiles so that the caller can run several threads, each with its own outputs
+   (forward: disjoint pixels; backward: one gradient buffer per thread).
 
    The arithmetic of alpha is the torch path's, in float32 and in the same order (compile with
    -ffp-contract=off so that no fused multiply-add changes the rounding). */
@@ -277,5 +278,95 @@ int raster_forward(const int64_t *off, const int32_t *ids, const float *P, const
     free(last);
     tb_free(&tb);
     if (nlive) nlive[0] += live;
+    return 0;
+}
+
+/* Backward of raster_forward over the same tiles: gout (H*W, C1) float32 gradient of out;
+   final_T / ncontrib from the forward. Walks each tile row's list back to front from its last
+   contributor (standard 3DGS backward: dL/dv_i = alpha_i T_i g, dL/dalpha_i = T_i (v_i . g) -
+   S_i / (1 - alpha_i) with S_i the sum of the later contributions (v_j . g) alpha_j T_j), then
+   through alpha = min(0.99, opacity exp(power)) to opacity, mean and conic. Adds dL/dP into gP
+   (V, 6) and dL/dvals into gvals (V, C1), float64 buffers owned by this call's thread. Returns 0,
+   or -1 when out of memory. */
+int raster_backward(const int64_t *off, const int32_t *ids, const float *P, const int64_t *bbox,
+                    const float *vals, int C1, int W, int H, int tile, int first, int step,
+                    const float *gout, const double *final_T, const int32_t *ncontrib, double *gP,
+                    double *gvals) {
+    const int tx = (W + tile - 1) / tile, ty = (H + tile - 1) / tile;
+    const int64_t nt = (int64_t)tx * ty;
+    const int64_t cap = max_list(off, nt);
+    tile_buf tb;
+    if (tb_init(&tb, cap) != 0) return -1;
+    /* per-tile gradient accumulators indexed by list position, flushed to gP / gvals per tile */
+    double *lg = (double *)malloc((size_t)(cap > 0 ? cap : 1) * (6 + C1) * sizeof(double));
+    double *T = (double *)malloc((size_t)tile * 2 * sizeof(double));
+    if (!lg || !T) {
+        free(lg);
+        free(T);
+        tb_free(&tb);
+        return -1;
+    }
+    double *S = T + tile;
+    for (int64_t t = first; t < nt; t += step) {
+        const int64_t n = off[t + 1] - off[t];
+        if (n == 0) continue;
+        tb_fill(&tb, ids + off[t], n, P, bbox);
+        memset(lg, 0, (size_t)n * (6 + C1) * sizeof(double));
+        const int x0 = (int)(t % tx) * tile, y0 = (int)(t / tx) * tile;
+        const int x1 = x0 + tile < W ? x0 + tile : W, y1 = y0 + tile < H ? y0 + tile : H;
+        const int w = x1 - x0;
+        for (int py = y0; py < y1; py++) {
+            const float fy = (float)py + 0.5f;
+            const int32_t *lastr = ncontrib + (int64_t)py * W + x0;
+            int32_t kmax = 0;
+            for (int j = 0; j < w; j++) {
+                T[j] = final_T[(int64_t)py * W + x0 + j];
+                S[j] = 0.0;
+                if (lastr[j] > kmax) kmax = lastr[j];
+            }
+            for (int64_t k = kmax - 1; k >= 0; k--) {
+                int xs, xe;
+                if (!row_span(&tb, k, py, x0, x1, &xs, &xe)) continue;
+                const float *v = vals + (int64_t)tb.id[k] * C1;
+                double *lk = lg + k * (6 + C1);
+                for (int px = xs; px < xe; px++) {
+                    const int j = px - x0;
+                    if (k >= lastr[j]) continue;
+                    float raw, dx, dy;
+                    const float alpha = pair_alpha(&tb, k, (float)px + 0.5f, fy, &raw, &dx, &dy);
+                    if (alpha == 0.0f) continue;
+                    const float *g = gout + ((int64_t)py * W + px) * C1;
+                    const double om = 1.0 - (double)alpha;
+                    T[j] /= om;  /* transmittance in front of pair k */
+                    const double wt = (double)alpha * T[j];
+                    double vg = 0.0;
+                    for (int c = 0; c < C1; c++) {
+                        vg += (double)v[c] * (double)g[c];
+                        lk[6 + c] += wt * (double)g[c];
+                    }
+                    const double dalpha = T[j] * vg - S[j] / om;
+                    S[j] += vg * wt;
+                    if (raw > ALPHA_MAX) continue;  /* clamped: no gradient to opacity or power */
+                    const double dpow = dalpha * (double)raw;
+                    const double ddx = (double)dx, ddy = (double)dy;
+                    lk[0] += dpow * ((double)tb.a[k] * ddx + (double)tb.b[k] * ddy);
+                    lk[1] += dpow * ((double)tb.c[k] * ddy + (double)tb.b[k] * ddx);
+                    lk[2] += -0.5 * dpow * ddx * ddx;
+                    lk[3] += -dpow * ddx * ddy;
+                    lk[4] += -0.5 * dpow * ddy * ddy;
+                    lk[5] += dalpha * (double)raw / (double)tb.op[k];
+                }
+            }
+        }
+        for (int64_t k = 0; k < n; k++) {
+            const int64_t gid = tb.id[k];
+            const double *lk = lg + k * (6 + C1);
+            for (int j = 0; j < 6; j++) gP[gid * 6 + j] += lk[j];
+            for (int c = 0; c < C1; c++) gvals[gid * C1 + c] += lk[6 + c];
+        }
+    }
+    free(lg);
+    free(T);
+    tb_free(&tb);
     return 0;
 }
