@@ -209,6 +209,9 @@ def finetune_scene(run: Run, gs, name, budget_s, work: Path, ratio=0.1, probe_it
 
 
 # -- 3. FPS ----------------------------------------------------------------------------------------
+_NET: dict = {}
+
+
 def fps(run: Run, gs, name, bundle_path, frames=100, size=(1920, 1080)):
     import torch
 
@@ -227,13 +230,16 @@ def fps(run: Run, gs, name, bundle_path, frames=100, size=(1920, 1080)):
     run.sync()
     decode_s = time.perf_counter() - t
     cam = novel_views(gs, size=size)[0]
-    torch.manual_seed(0)
-    net = CompensationNet(3)                 # the default --net architecture
-    for m in net.modules():                  # untrained weights, but not the zero-initialised head
-        if isinstance(m, torch.nn.Conv2d):
-            torch.nn.init.normal_(m.weight, std=0.05)
-    net.eval()
-    onnx = OnnxCompensator(export_onnx(net, half=True), providers=_default_providers())
+    if "net" not in _NET:                    # one net (and one ONNX export) for every scene
+        torch.manual_seed(0)
+        net = CompensationNet(3)             # the default --net architecture
+        for m in net.modules():              # untrained weights, but not the zero-initialised head
+            if isinstance(m, torch.nn.Conv2d):
+                torch.nn.init.normal_(m.weight, std=0.05)
+        net.eval()
+        _NET["net"], _NET["onnx"] = net, export_onnx(net, half=True)
+    net = _NET["net"]
+    onnx = OnnxCompensator(_NET["onnx"], providers=_default_providers())
     posts = {"render": None, "render+net (torch, CUDA)" if run.device == "cuda" else "render+net (torch)":
              make_postprocess(net.to(run.device), 0),
              f"render+net (onnxruntime {onnx.providers[0]})": make_postprocess(onnx, 0)}
