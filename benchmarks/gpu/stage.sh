@@ -39,12 +39,14 @@ git -C "$HERE" archive HEAD | tar -x -C "$DEST/.gpu/src"
 cp "$SHARED"/assets/*.ply "$DEST/.gpu/shared/assets/"
 cp "$SHARED/tools/refrender.py" "$DEST/.gpu/shared/tools/" 2>/dev/null || true
 cp "$HERE/benchmarks/gpu/device_run.sh" "$DEST/.gpu/"
-INC=$(for p in python3.12 /root/.pyenv/versions/3.12*/bin/python3.12; do command -v "$p" >/dev/null 2>&1 && \
-      "$p" -c "import sysconfig; print(sysconfig.get_paths()['include'])" && break; done 2>/dev/null | head -1)
+PY312=
+for p in python3.12 /root/.pyenv/versions/3.12*/bin/python3.12; do
+  if "$p" -c "import sys; assert sys.version_info[:2] == (3, 12)" >/dev/null 2>&1; then PY312=$p; break; fi
+done
+INC=${PY312:+$("$PY312" -c "import sysconfig; print(sysconfig.get_paths()['include'])")}
 if [ -n "$INC" ] && [ -f "$INC/Python.h" ]; then cp -r "$INC" "$DEST/.gpu/pyinc/python3.12"
 else echo "note: no CPython 3.12 headers found here; the GPU machine must have its own"; fi
-PY=$(command -v python3.12 || command -v python3)
-"$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+"${PY312:-python3}" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
   --platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d "$DEST/.whl" \
   gsplat==1.5.3 plyfile==1.1.5 zstandard==0.25.0
