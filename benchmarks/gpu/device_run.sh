@@ -98,7 +98,7 @@ B="python3 $SRC/benchmarks/bench_gpu.py --out $OUT/res --work /tmp/bgwork --appe
 stage "bench: parity"
 ( cd "$SRC" && timeout $(cap 90 150) $B --stages parity 2>&1 )
 
-L=$(($(left) - 60))
+L=$(($(left) - 60)); ((L < 40)) && L=40
 FT_TOTAL=$((L * 60 / 100)); TILE_TOTAL=$((L - FT_TOTAL))
 FT_BUDGET=$(((FT_TOTAL - 3 * 30) / 3)); ((FT_BUDGET < 10)) && FT_BUDGET=10
 TILE_BUDGET=$((TILE_TOTAL - 70)); ((TILE_BUDGET < 10)) && TILE_BUDGET=10
