@@ -25,7 +25,8 @@ from typing import Dict, List, Optional
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from . import native
+from .native import composite_native, ran as native_ran, supports as native_supports
+from .native import lib as native_lib
 from .project import ALPHA_MIN, Projected
 
 T_MIN = 1e-4
@@ -168,9 +169,9 @@ def composite(proj: Projected, values: torch.Tensor, width: int, height: int,
     CPU float32 tensors go to the native tile rasteriser (:mod:`.native`, C forward and, when
     gradients are needed, C backward) when it is built; everything else (CUDA, float64, or the
     kernel not built / switched off with ``native.use(False)``) runs the torch compositor below."""
-    if native.supports(proj, values) and native.lib() is not None:
-        return native.composite_native(proj, values, width, height, stats=stats)
-    native.ran.add("torch")
+    if native_supports(proj, values) and native_lib() is not None:
+        return composite_native(proj, values, width, height, stats=stats)
+    native_ran.add("torch")
     if stats is not None:
         stats["compositor"] = "torch"
     dev, dt = values.device, values.dtype
