@@ -100,6 +100,8 @@ class CompressReport:
     cameras: Optional[str] = None  # which cameras fine-tuning used, and where they came from
     #: the written output scored against the source: near / novel / worst view (``evaluate_view_sets``)
     fidelity: Dict[str, Any] = field(default_factory=dict)
+    #: ``--target-psnr`` / ``--target-size``: what was asked, what was chosen and achieved (else empty)
+    target: Dict[str, Any] = field(default_factory=dict)
 
     @property
     def ratio(self) -> float:
@@ -113,6 +115,11 @@ class CompressReport:
         if q.get("novel"):
             line += (f"; novel views {q['novel']['psnr']:.2f} dB PSNR (worst {q['worst']['psnr']:.2f}), "
                      f"near views {q['near']['psnr']:.2f} dB")
+        t = self.target
+        if t:
+            asked = f"{t['requested']:g} dB" if t["kind"] == "psnr" else f"{t['requested']:,} bytes"
+            line += (f"; target {asked} {'reached' if t['reached'] else 'NOT reached'} with the {t['quality']} "
+                     f"codec ({t['builds']} build{'s' if t['builds'] != 1 else ''}, {t['probes']} probes)")
         return line
 
     def to_dict(self) -> Dict[str, Any]:
@@ -406,7 +413,8 @@ def compress(input, output=None, *, ratio: Optional[float] = None, count: Option
              overwrite: bool = False, settings=None, cameras=None, images=None,
              finetune_options: Optional[Dict[str, Any]] = None, seed: int = 0,
              notify: Notify = None, format: Optional[str] = None, quality: Optional[str] = None,
-             evaluate: Optional[bool] = None) -> CompressReport:
+             evaluate: Optional[bool] = None, target_psnr: Optional[float] = None,
+             target_size=None, best_effort: bool = False) -> CompressReport:
     """Compress one PLY scene into a ``.sundae`` bundle; returns a :class:`CompressReport`.
 
     ``ratio`` (0 < r ≤ 1) or ``count`` sets the number of Gaussians kept (default ratio 0.1).
@@ -422,6 +430,9 @@ def compress(input, output=None, *, ratio: Optional[float] = None, count: Option
     ``finetune_options`` are :class:`~.compensate.config.FinetuneConfig` fields. ``evaluate``
     (default: when fine-tuning) scores the written output on near and novel views
     (``report.fidelity``; the summary line prints the novel-view PSNR).
+    ``target_psnr`` (dB) or ``target_size`` (bytes, or a text like ``"200KB"``) replace ``ratio`` /
+    ``count``: the budget and codec preset are searched (:func:`compress_to_target`); an unreachable
+    PSNR target raises :class:`SundaeError` and writes nothing unless ``best_effort``.
     """
     from .io.bundle import write_bundle
     from .io.formats import FORMATS, resolve_format, write_scene
@@ -440,6 +451,8 @@ def compress(input, output=None, *, ratio: Optional[float] = None, count: Option
     if input.is_file() and _is_bundle(input):
         load_scene(input)  # the one-line "is a bundle, not a PLY" error
     _check_output(output, overwrite, source=input)
+    target = check_target_options(ratio, count, target_psnr, target_size, fmt, best_effort)
+    given_settings = settings
     settings = resolve_codec_settings(quality, settings)
     wanted = Budget.parse(ratio, count) if (ratio, count) != (None, None) else Budget.parse(DEFAULT_RATIO)
     views = training_views(input, cameras=cameras, images=images) if finetune else None
@@ -462,9 +475,14 @@ def compress(input, output=None, *, ratio: Optional[float] = None, count: Option
     if unexpected:
         say(f"ignored properties: {', '.join(unexpected)}")
 
+    report.merge = resolve_merge(merge, len(gs))
+    if target is not None:
+        return compress_to_target(report, gs, target, t0=t0, method=method, gamma=gamma, finetune=finetune,
+                                  finetune_options=finetune_options, views=views, cameras=cameras, seed=seed,
+                                  quality=quality, settings=given_settings,
+                                  best_effort=best_effort, notify=say)
     t = time.perf_counter()
     budget = wanted.of(len(gs))
-    report.merge = resolve_merge(merge, len(gs))
     net_bytes = None
     net_meta = None
     if finetune:
@@ -515,6 +533,127 @@ def compress(input, output=None, *, ratio: Optional[float] = None, count: Option
         near, novel, _ = evaluation_views(gs, input, cameras=cameras if not isinstance(cameras, str) else cameras)
         report.fidelity = evaluate_output(gs, output, near, novel)
         report.stages["evaluate"] = time.perf_counter() - t
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+# ----------------------------------------------------------------------------------------------
+# --target-psnr / --target-size
+# ----------------------------------------------------------------------------------------------
+def check_target_options(ratio, count, target_psnr, target_size, fmt: str, best_effort: bool):
+    """``("psnr", dB)`` / ``("size", bytes)`` for a target run, None otherwise; a
+    :class:`SundaeError` for conflicting options (before any file is read)."""
+    from .quality.targets import check_target_psnr, parse_size
+
+    if target_psnr is None and target_size is None:
+        if best_effort:
+            raise SundaeError("--best-effort applies to --target-psnr")
+        return None
+    if target_psnr is not None and target_size is not None:
+        raise SundaeError("give --target-psnr or --target-size, not both")
+    which = "--target-psnr" if target_psnr is not None else "--target-size"
+    if ratio is not None or count is not None:
+        raise SundaeError(f"{which} chooses the number of Gaussians itself; drop --ratio / --count")
+    if fmt != "sundae":
+        raise SundaeError(f"{which} writes .sundae bundles (its measurements are of the bundle); got a .{fmt} output")
+    if target_size is not None:
+        if best_effort:
+            raise SundaeError("--best-effort applies to --target-psnr (--target-size always writes the best that fits)")
+        return ("size", parse_size(target_size))
+    return ("psnr", check_target_psnr(target_psnr))
+
+
+def compress_to_target(report: CompressReport, gs: GaussianSet, target, *, t0: float, method: str, gamma: float,
+                       finetune: bool, finetune_options, views, cameras, seed: int, quality, settings,
+                       best_effort: bool, notify) -> CompressReport:
+    """The rest of :func:`compress` for ``target = ("psnr", dB)`` or ``("size", bytes)``: search the
+    budget (:mod:`sundae_compress.quality.targets`), write the chosen bundle with the achieved
+    novel-view PSNR in its header (``pipeline.target``), fill the report."""
+    from .io.atomic import atomic_write
+    from .quality.stages import SceneStages, bundle_bytes
+    from .quality.targets import PRESETS, search_psnr, search_size
+
+    kind, value = target
+    output = Path(report.output)
+    opts = dict(finetune_options or {})
+    if settings is not None:
+        qualities, pick = ("custom",), (lambda _q: settings)
+    else:
+        qualities = (quality,) if quality is not None else PRESETS
+        pick = resolve_codec_settings
+
+    def info(count, q, summary, achieved=None):
+        tgt = {"kind": kind, "requested": value, "novel_psnr": 100.0, "worst_psnr": 100.0, "reached": False,
+               "builds": 0, "probes": 0}
+        tgt.update(achieved or {})
+        return {"source": {"file": Path(report.input).name, "bytes": report.bytes_in, "count": report.source_count,
+                           "valid": report.valid_count, "dropped_rows": report.dropped_rows},
+                "pipeline": {"ratio": None, "count": count, "quality": q,
+                             "method": None if report.merge == "collapse" else method, "gamma": gamma,
+                             "merge": report.merge, "finetune": summary or None, "target": tgt}}
+
+    def prune_to(scene, count):
+        return _prune(scene, int(count), method, gamma, report.merge, seed)
+
+    run_ft = None
+    if finetune:
+        from .compensate.config import FinetuneConfig
+        from .compensate.train import finetune as run_finetune
+
+        report.cameras = views.source
+        notify(views.source)
+
+        def run_ft(pruned, count, codec):
+            cfg = FinetuneConfig.build(seed=seed, target_count=count, **opts)
+            hooks = finetune_hooks(codec, method=method, gamma=gamma, merge=report.merge, seed=seed)
+            start = gs if opts.get("prune_schedule") else pruned
+            result = run_finetune(gs, start, cfg, cameras=views.cameras, images=views.images, hooks=hooks)
+            net = meta = None
+            if result.net is not None:
+                from .compensate.onnx_io import export_onnx
+
+                net = export_onnx(result.net, half=True)
+                meta = dict(result.net_meta(), params=result.net.num_params())
+            return result.gaussians, net, meta, result.summary()
+
+    near, novel, _ = evaluation_views(gs, report.input, cameras=cameras)
+    stages = SceneStages(gs, prune=prune_to, finetune=run_ft, settings=pick, info=info, novel=novel, near=near,
+                         notify=notify)
+    t = time.perf_counter()
+    if kind == "psnr":
+        outcome = search_psnr(value, len(gs), stages.probe, stages.size, stages.build, finetune=finetune,
+                              qualities=qualities, notify=notify)
+    else:
+        outcome = search_size(value, len(gs), stages.probe, stages.size, stages.build, qualities=qualities,
+                              notify=notify)
+    report.stages["search"] = time.perf_counter() - t
+    b = outcome.built
+    if kind == "psnr" and not outcome.reached and not best_effort:
+        raise SundaeError(f"--target-psnr {value:g} dB is out of reach: the best found is {b.psnr:.2f} dB novel-view "
+                          f"PSNR ({b.count:,} of {len(gs):,} Gaussians, {b.quality} codec"
+                          f"{', fine-tuned' if b.finetuned else ''}); nothing written (--best-effort writes it)")
+    t = time.perf_counter()
+    report.fidelity = stages.fidelity(b)
+    report.stages["evaluate"] = time.perf_counter() - t
+    report.target = dict(outcome.to_dict(), requested=value, novel_psnr=round(b.psnr, 2),
+                         worst_psnr=round(report.fidelity["worst"]["psnr"], 2), trials=outcome.trials)
+    achieved = {k: report.target[k] for k in ("novel_psnr", "worst_psnr", "reached", "builds", "probes")}
+    p = b.payload
+    data = bundle_bytes(p["gaussians"], p["settings"], net=p["net"], net_meta=p["net_meta"],
+                        info=info(b.count, b.quality, p["finetune"], achieved))
+    if kind == "size" and len(data) > value:  # the search keeps slack for these fields; never exceed
+        raise SundaeError(f"internal error: the chosen bundle is {len(data):,} bytes, over --target-size {value:,}")
+    if not outcome.reached:
+        report.notes.append(f"target {value:g} dB not reached: writing the best found, {b.psnr:.2f} dB (--best-effort)")
+        notify(report.notes[-1])
+    t = time.perf_counter()
+    with atomic_write(output, fsync=True) as f:
+        f.write(data)
+    report.stages["write"] = time.perf_counter() - t
+    report.kept_count = b.count
+    report.finetune = p["finetune"] or {}
+    report.bytes_out = os.path.getsize(output)
+    report.net_bytes = len(p["net"]) if p["net"] else 0
     report.seconds = time.perf_counter() - t0
     return report
 

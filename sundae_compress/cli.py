@@ -105,6 +105,15 @@ def _method_choices():
                                      "a folder (or fsspec folder URL) for batch input.")
 @click.option("--ratio", type=float, help="Share of the valid Gaussians to keep, 0 < r <= 1 (default 0.1).")
 @click.option("--count", type=int, help="Exact number of Gaussians to keep (instead of --ratio).")
+@click.option("--target-psnr", type=float, default=None, metavar="DB",
+              help="Instead of --ratio/--count: the smallest bundle whose novel-view PSNR vs the original "
+                   "reaches DB (count and --quality preset searched, the final bundle measured; the achieved "
+                   "figure is stored in the bundle). Unreachable: error, nothing written.")
+@click.option("--target-size", default=None, metavar="BYTES",
+              help="Instead of --ratio/--count: the best novel-view PSNR in at most BYTES (200KB, 1.5MB, 64KiB "
+                   "or plain bytes; KB/MB = 1000/1000000 bytes, KiB/MiB = 1024/1048576). Never larger.")
+@click.option("--best-effort", is_flag=True,
+              help="With --target-psnr: when the target is out of reach, write the best bundle found anyway (exit 0).")
 @click.option("--gamma", type=float, default=0.5, show_default=True, help="Band-stop share taken from the high-frequency end.")
 @click.option("--method", type=click.Choice(_method_choices()), default="spectral", show_default=True,
               help="Which Gaussians survive: spectral band-stop (SUNDAE), random, most opaque, or largest "
@@ -135,7 +144,7 @@ def _method_choices():
 @click.option("--quiet", is_flag=True, help="No progress output.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @guarded
-def compress_main(input, output, ratio, count, gamma, method, merge, merge_mode, finetune, net, iterations,
+def compress_main(input, output, ratio, count, target_psnr, target_size, best_effort, gamma, method, merge, merge_mode, finetune, net, iterations,
                   resolution, features, prune_schedule, cameras, images, quality, seed, sh_degree, strict, overwrite,
                   fmt, jobs, do_eval, scheduler, quiet, as_json):
     """Compress a 3DGS PLY (or a folder of scenes, local or an fsspec URL) into a .sundae bundle."""
@@ -155,6 +164,14 @@ def compress_main(input, output, ratio, count, gamma, method, merge, merge_mode,
     from .api import resolve_codec_settings
 
     resolve_codec_settings(quality)  # an unknown preset fails before any work
+    from .api import check_target_options
+    from .io.formats import resolve_format
+
+    check_target_options(ratio, count, target_psnr, target_size,  # conflicts fail before any work
+                         resolve_format(None if storage.isdir(input) else output, fmt), best_effort)
+    targets = {k: v for k, v in dict(target_psnr=target_psnr, target_size=target_size).items() if v is not None}
+    if best_effort:
+        targets["best_effort"] = True
     if storage.isdir(input):
         from .batch import run_batch
 
@@ -162,7 +179,7 @@ def compress_main(input, output, ratio, count, gamma, method, merge, merge_mode,
             raise SundaeError("batch mode needs -o OUTDIR")
         batch = dict(ratio=ratio, count=count, gamma=gamma, method=method, merge=merge_arg, finetune=finetune,
                      finetune_options=ft_opts, sh_degree=sh_degree, strict=strict, overwrite=overwrite,
-                     evaluate=do_eval, seed=seed, as_json=as_json, format=fmt, quality=quality)
+                     evaluate=do_eval, seed=seed, as_json=as_json, format=fmt, quality=quality, **targets)
         if scheduler is None:
             result = run_batch(input, output, jobs=jobs, **batch)
         else:
@@ -184,7 +201,7 @@ def compress_main(input, output, ratio, count, gamma, method, merge, merge_mode,
     report = compress(input, output, ratio=ratio, count=count, gamma=gamma, method=method, merge=merge_arg,
                       finetune=finetune, sh_degree=sh_degree, strict=strict, overwrite=overwrite,
                       cameras=cameras, images=images, finetune_options=ft_opts, seed=seed, notify=info,
-                      format=fmt, quality=quality)
+                      format=fmt, quality=quality, **targets)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
     else:
@@ -246,7 +263,26 @@ def format_pipeline(p: dict) -> str:
         if ft.get("net_params"):
             t += f", net {ft['net_params']:,} params"
         parts.append(t)
+    tgt = p.get("target")
+    if isinstance(tgt, dict):
+        parts.append(format_target(tgt))
     return "; ".join(parts)
+
+
+def format_target(t: dict) -> str:
+    """``--target-psnr`` / ``--target-size`` as recorded in a bundle, e.g. ``target 35 dB novel-view
+    PSNR: achieved 35.41 dB (worst view 30.12)``."""
+    def num(v, fmt):
+        return format(v, fmt) if isinstance(v, (int, float)) and not isinstance(v, bool) else "?"
+
+    if t.get("kind") == "size":
+        asked = f"target size {num(t.get('requested'), ',')} bytes"
+    else:
+        asked = f"target {num(t.get('requested'), 'g')} dB novel-view PSNR"
+    line = f"{asked}: achieved {num(t.get('novel_psnr'), '.2f')} dB (worst view {num(t.get('worst_psnr'), '.2f')})"
+    if t.get("kind") != "size" and t.get("reached") is False:
+        line += ", NOT reached (written with --best-effort)"
+    return line
 
 
 def format_inspect(d: dict) -> str:
