@@ -617,7 +617,8 @@ def compress_to_target(report: CompressReport, gs: GaussianSet, target, *, t0: f
             return result.gaussians, net, meta, result.summary()
 
     near, novel, _ = evaluation_views(gs, report.input, cameras=cameras)
-    stages = SceneStages(gs, prune=prune_to, finetune=run_ft, settings=pick, info=info, novel=novel, near=near,
+    stages = SceneStages(gs, prune=prune_to, finetune=run_ft, settings=pick, info=info, read=load_for_render,
+                         novel=novel, near=near,
                          notify=notify)
     t = time.perf_counter()
     if kind == "psnr":

@@ -83,7 +83,8 @@ def test_count_search_lands_on_the_level(scene):
 
     gs = load_scene(scene)
     st = SceneStages(gs, prune=lambda g, c: _prune(g, c, "spectral", 0.5, "collapse", 0), finetune=None,
-                     settings=resolve_codec_settings, info=lambda *a: None, novel=novel_views(gs, n=6))
+                     settings=resolve_codec_settings, info=lambda *a: None, read=None,
+                     novel=novel_views(gs, n=6))
     rec = Recorder(st.probe, st.size)
     level = 30.0
     c = count_for_level(rec, level, len(gs), "medium")

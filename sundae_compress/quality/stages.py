@@ -48,12 +48,14 @@ class SceneStages:
     ``prune(gs, count)`` prunes (selection + merge, as the pipeline does); ``finetune(pruned,
     count, settings)`` returns ``(gaussians, net bytes or None, net meta or None, summary dict)``
     or is None for ``--no-finetune``; ``settings(quality)`` gives a preset's codec settings;
-    ``info(count, quality, finetune_summary)`` the bundle's header info; ``novel`` / ``near`` are
+    ``info(count, quality, finetune_summary)`` the bundle's header info; ``read(path)`` reads a
+    bundle back as ``(Gaussians, postprocess)`` (``api.load_for_render``); ``novel`` / ``near`` are
     the evaluation cameras."""
 
     def __init__(self, gs: GaussianSet, *, prune: Callable, finetune: Optional[Callable], settings: Callable,
-                 info: Callable, novel: List, near: Optional[List] = None, notify=None):
+                 info: Callable, read: Callable, novel: List, near: Optional[List] = None, notify=None):
         self.gs, self.n = gs, len(gs)
+        self._read = read
         self._prune, self._finetune, self.settings, self.info = prune, finetune, settings, info
         self.novel, self.near = list(novel), list(near or [])
         self.say = notify or (lambda _m: None)
@@ -139,15 +141,12 @@ class SceneStages:
         out["psnr"], out["ssim"], out["worst"] = out["novel"]["psnr"], out["novel"]["ssim"], out["novel"]["worst"]
         return out
 
-    @staticmethod
-    def _read_back(data: bytes):
+    def _read_back(self, data: bytes):
         """Decode bundle bytes the way a reader does (from a file), with its net's postprocess."""
-        from ..api import load_for_render
-
         fd, tmp = tempfile.mkstemp(suffix=".sundae", prefix="sundae-target-")
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
-            return load_for_render(tmp)
+            return self._read(tmp)
         finally:
             os.unlink(tmp)
