@@ -84,22 +84,39 @@ def main():
     ap.add_argument("--finetune", action="store_true", help="fine-tuned rows (default: --no-finetune)")
     ap.add_argument("--iterations", type=int, default=None)
     ap.add_argument("--baseline", action="store_true", help="also time one --ratio 0.1 compress")
+    ap.add_argument("--untimed", action="store_true",
+                    help="a run outside the benchmark lock: its rows say their times are not timings")
+    ap.add_argument("--json", type=Path, default=OUT_JSON, help="rows file (default: the results file)")
+    ap.add_argument("--merge", nargs="*", type=Path, default=None,
+                    help="only merge the rows of these files into the results and rebuild the Markdown")
     a = ap.parse_args()
-
-    data = json.loads(OUT_JSON.read_text()) if OUT_JSON.exists() else {"rows": []}
+    out_json = a.json
+    data = json.loads(out_json.read_text()) if out_json.exists() else {"rows": []}
+    if a.merge is not None:
+        for f in a.merge:
+            extra = json.loads(f.read_text())["rows"]
+            keys = {(r["scene"], r["mode"], r["kind"], r["requested"]) for r in extra}
+            data["rows"] = [r for r in data["rows"] if (r["scene"], r["mode"], r["kind"], r["requested"]) not in keys] + extra
+        data.setdefault("meta", {})["default_compress"] = _default_times()
+        out_json.write_text(json.dumps(data, indent=1))
+        write_md(data)
+        return
     rows = data["rows"]
     mode = ("finetune" + (f" {a.iterations} it" if a.iterations else " 400 it")) if a.finetune else "no-finetune"
     ft = [] if a.finetune else ["--no-finetune"]
     if a.iterations:
         ft += ["--iterations", a.iterations]
+    if a.untimed:
+        mode += " (untimed: run outside the benchmark lock)"
 
     def keep(row):
         key = (row["scene"], row["mode"], row["kind"], row["requested"])
         rows[:] = [r for r in rows if (r["scene"], r["mode"], r["kind"], r["requested"]) != key] + [row]
         data["meta"] = {"machine": f"{os.cpu_count()} CPU cores, {platform.platform()}, python {platform.python_version()}",
                         "default_compress": _default_times()}
-        OUT_JSON.write_text(json.dumps(data, indent=1))
-        write_md(data)
+        out_json.write_text(json.dumps(data, indent=1))
+        if out_json == OUT_JSON:
+            write_md(data)
 
     with tempfile.TemporaryDirectory() as tmp:
         for scene in a.scenes:

@@ -603,7 +603,7 @@ def compress_to_target(report: CompressReport, gs: GaussianSet, target, *, t0: f
         report.cameras = views.source
         notify(views.source)
 
-        def run_ft(pruned, count, codec):
+        def tune(pruned, count, codec):
             cfg = FinetuneConfig.build(seed=seed, target_count=count, **opts)
             hooks = finetune_hooks(codec, method=method, gamma=gamma, merge=report.merge, seed=seed)
             start = gs if opts.get("prune_schedule") else pruned
@@ -615,6 +615,8 @@ def compress_to_target(report: CompressReport, gs: GaussianSet, target, *, t0: f
                 net = export_onnx(result.net, half=True)
                 meta = dict(result.net_meta(), params=result.net.num_params())
             return result.gaussians, net, meta, result.summary()
+
+        run_ft = tune
 
     near, novel, _ = evaluation_views(gs, report.input, cameras=cameras)
     stages = SceneStages(gs, prune=prune_to, finetune=run_ft, settings=pick, info=info, read=load_for_render,
