@@ -130,7 +130,8 @@ def _method_choices():
 @click.option("--cameras", help="cameras.json / transforms.json for fine-tuning views, or 'orbit' for generated "
                                 "views (default: a cameras.json / transforms.json next to the scene, else orbit).")
 @click.option("--images", type=click.Path(path_type=Path), help="Folder of training photos matching --cameras (instead of distillation).")
-@click.option("--quality", default=None, help="Codec rate-distortion preset: max, high, medium (default), low.")
+@click.option("--quality", type=click.Choice(["max", "high", "medium", "low"], case_sensitive=False), default=None,
+              help="Codec rate-distortion preset (default medium).")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Random seed of selection, generated views and fine-tuning (same seed, same bundle).")
 @click.option("--sh-degree", type=click.IntRange(0, 3), help="Drop SH bands above this degree.")

@@ -322,4 +322,4 @@ def test_quality_option_end_to_end(assets, tmp_path):
                         str(tmp_path / "y.sundae"), "--quality", "ultra", "--no-finetune"],
                        capture_output=True, text=True, env=env)
     assert not (tmp_path / "y.sundae").exists()
-    assert r.returncode == 1 and r.stderr.strip().startswith("error: unknown quality") and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert r.returncode == 1 and r.stderr.strip().startswith("error: invalid value for '--quality'") and len(r.stderr.strip().splitlines()) == 1, r.stderr
