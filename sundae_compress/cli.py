@@ -399,8 +399,10 @@ def render_main(input, output, cameras, views, size, up, quiet):
     info(chosen.source)
     from .evaluate import render_to_dir
 
-    paths = render_to_dir(gs, chosen.cameras, output, postprocess=post)
-    click.echo(f"{input.name}: {len(chosen.cameras)} views → {output} ({len(paths)} files)")
+    paths = render_to_dir(gs, chosen.cameras, output, postprocess=post)  # one PNG per view, then the sheet
+    n = len(paths)
+    click.echo(f"{input.name}: {n} view{'s' if n != 1 else ''} → {output}: {n} PNG{'s' if n != 1 else ''} "
+               f"+ contact_sheet.png ({n + 1} files)")
 
 
 @command

@@ -54,3 +54,12 @@ def test_quality_is_a_choice(scenes, tmp_path):
     one_line_error(run("sundae-compress", scenes / "A.ply", "--no-finetune", "--quality", "best",
                        "-o", tmp_path / "b.sundae"), "'--quality'", "'best' is not one of", "--help")
     assert not (tmp_path / "b.sundae").exists()
+
+
+# 2 -- render counts what it wrote: N views + the contact sheet ------------------------------------
+def test_render_counts_views_and_contact_sheet(scenes, tmp_path):
+    r = run("sundae-render", scenes / "A.sundae", "-o", tmp_path / "r", "--views", "4", "--size", "32x24")
+    assert r.returncode == 0, r.stderr
+    written = sorted(p.name for p in (tmp_path / "r").iterdir())
+    assert len(written) == 5 and "contact_sheet.png" in written
+    assert r.stdout.strip().endswith(f"A.sundae: 4 views → {tmp_path / 'r'}: 4 PNGs + contact_sheet.png (5 files)")
