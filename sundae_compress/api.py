@@ -209,6 +209,39 @@ def recorded_source(output: Path, source_info: Optional[dict]) -> bool:
     return isinstance(src.get("bytes"), int) and src["bytes"] > 0 and output.stat().st_size == src["bytes"]
 
 
+def source_warning(scene_path, scene: GaussianSet, candidate_path) -> Optional[str]:
+    """``sundae-eval SCENE CANDIDATE``: None when CANDIDATE is not a bundle, records no source, or
+    records ``scene`` as its source (same Gaussian count; same name or same file size); else one
+    line for the user (without the ``warning:`` prefix) saying that the PSNRs compare a bundle with
+    another scene than the one it was made from ("clearly" when the counts differ by more than 10 %
+    or the bundle holds more Gaussians than the scene; "may not be" for smaller differences)."""
+    scene_path, candidate_path = Path(scene_path), Path(candidate_path)
+    if not _is_bundle(candidate_path):
+        return None
+    from .io.bundle import inspect_bundle
+
+    d = inspect_bundle(candidate_path)
+    src = d.get("source") or {}
+    rec_name, rec_bytes = src.get("file"), src.get("bytes")
+    rec_count = src.get("valid") if isinstance(src.get("valid"), int) else src.get("count")
+    if not isinstance(rec_count, int):
+        return None
+    n = len(scene)
+    size = scene_path.stat().st_size if scene_path.is_file() else None
+    same_name = rec_name == scene_path.name
+    same_size = isinstance(rec_bytes, int) and size == rec_bytes
+    if n == rec_count and (same_size or (same_name and not isinstance(rec_bytes, int))):  # it, or a renamed copy
+        return None
+    rec = f"{candidate_path.name} was made from {rec_name or '?'} ({rec_count:,} Gaussians"
+    rec += f", {rec_bytes:,} bytes)" if isinstance(rec_bytes, int) else ")"
+    this = f"{scene_path.name} has {n:,} Gaussians" + (f", {size:,} bytes" if size is not None else "")
+    if n != rec_count and (abs(n - rec_count) > 0.1 * rec_count or int(d.get("count") or 0) > n):
+        verdict = f"{scene_path.name} is clearly another scene"
+    else:
+        verdict = f"{scene_path.name} may not be that scene"
+    return f"{rec}; {this}: {verdict}, so these PSNRs compare different scenes (evaluating anyway)"
+
+
 # ----------------------------------------------------------------------------------------------
 # cameras and photos: which views a command uses, and one line saying where they came from
 # ----------------------------------------------------------------------------------------------

@@ -425,17 +425,21 @@ def eval_main(original, candidate, cameras, views, size, up, output, as_json, qu
     trainer never samples, and the worst single novel view."""
     if quiet or as_json:
         set_quiet(True)
-    from .api import evaluate_output, evaluation_views, load_for_render
+    from .api import evaluate_output, evaluation_views, load_for_render, source_warning
 
     size = _parse_size(size)
     if output is not None and output.is_dir():
         raise SundaeError(f"{output} is a folder; -o takes the name of the PNG to write")
     orig, _ = load_for_render(original)
+    warning = source_warning(original, orig, candidate)
+    if warning:
+        click.echo(f"warning: {warning}", err=True)  # shown even with --quiet / --json: not progress
     near, novel, source = evaluation_views(orig, original, cameras=cameras, views=views, size=size, up=up)
     info(source)
     sets = {"near": near, "novel": novel}
     result = evaluate_output(orig, candidate, near, novel, side_by_side_path=output)
     result["cameras"] = source
+    result["warnings"] = [warning] if warning else []
     if as_json:
         click.echo(json.dumps(result, indent=2))
     else:

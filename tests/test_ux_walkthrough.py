@@ -63,3 +63,38 @@ def test_render_counts_views_and_contact_sheet(scenes, tmp_path):
     written = sorted(p.name for p in (tmp_path / "r").iterdir())
     assert len(written) == 5 and "contact_sheet.png" in written
     assert r.stdout.strip().endswith(f"A.sundae: 4 views → {tmp_path / 'r'}: 4 PNGs + contact_sheet.png (5 files)")
+
+
+# 1 -- eval warns when the scene is not the one the bundle was made from --------------------------
+EVAL_FAST = ("--cameras", "orbit", "--views", "1", "--size", "32x24")
+
+
+def _warnings(r):
+    return [ln for ln in r.stderr.splitlines() if ln.startswith("warning:")]
+
+
+def test_eval_warns_about_another_scene(scenes, tmp_path):
+    r = run("sundae-eval", scenes / "A.ply", scenes / "A.sundae", *EVAL_FAST, "--json")
+    assert r.returncode == 0, r.stderr
+    assert _warnings(r) == [] and json.loads(r.stdout)["warnings"] == []
+    r = run("sundae-eval", scenes / "B.ply", scenes / "A.sundae", *EVAL_FAST)
+    assert r.returncode == 0 and "novel: PSNR" in r.stdout, r.stderr  # still evaluated
+    assert _warnings(r) == ["warning: A.sundae was made from A.ply (1,200 Gaussians, "
+                            f"{(scenes / 'A.ply').stat().st_size:,} bytes); B.ply has 900 Gaussians, "
+                            f"{(scenes / 'B.ply').stat().st_size:,} bytes: B.ply is clearly another scene, "
+                            "so these PSNRs compare different scenes (evaluating anyway)"], r.stderr
+
+
+def test_source_warning_cases(scenes, tmp_path):
+    from sundae_compress.io.ply import read_ply
+
+    def warning(scene):
+        return api.source_warning(scene, read_ply(scene), scenes / "A.sundae")
+
+    assert warning(scenes / "A.ply") is None
+    (tmp_path / "renamed.ply").write_bytes((scenes / "A.ply").read_bytes())  # a copy is the same scene
+    assert warning(tmp_path / "renamed.ply") is None
+    write_ply(make_tiny_scene(n=1150, seed=5), tmp_path / "A.ply")  # same name, 4 % fewer Gaussians
+    assert "A.ply has 1,150 Gaussians" in warning(tmp_path / "A.ply")
+    assert "A.ply may not be that scene" in warning(tmp_path / "A.ply")
+    assert api.source_warning(scenes / "A.ply", read_ply(scenes / "A.ply"), scenes / "B.ply") is None  # no record
