@@ -410,11 +410,13 @@ def render_main(input, output, cameras, views, size, up, quiet):
 @click.argument("candidate", type=click.Path(path_type=Path))
 @click.option("--cameras", help=_CAMERAS_HELP)
 @click.option("--views", type=click.IntRange(1, 1000), default=None,
-              help="Number of views (default: 8 generated, or the camera file's held-out views).")
+              help="Number of near views (default: 8 generated, or the camera file's held-out views); "
+                   "the 12 novel views are fixed.")
 @click.option("--size", default=None, help="Image size WxH (default 320x240, or the camera file's).")
 @click.option("--up", default=None, help="Up axis for generated views.")
 @click.option("-o", "--output", type=click.Path(path_type=Path),
-              help="Write a side-by-side PNG (original | candidate | error) here (default: none).")
+              help="Write a side-by-side PNG (original | candidate | error) here, one row for each of the "
+                   "4 worst novel views (default: none).")
 @click.option("--json", "as_json", is_flag=True, help="Print only the machine-readable result (per-view and mean "
                                                         "PSNR / SSIM) as JSON.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
@@ -449,5 +451,8 @@ def eval_main(original, candidate, cameras, views, size, up, output, as_json, qu
                        f"worst {r['worst']['psnr']:.2f} dB {r['worst']['name']}) - {r['note']}")
         w = result["worst"]
         click.echo(f"worst novel view: {w['name']}  PSNR {w['psnr']:.2f} dB  SSIM {w['ssim']:.4f}")
-        if output is not None:
-            click.echo(f"side-by-side (worst views): {output}")
+        rows = result.get("side_by_side_rows")
+        if output is not None and rows:
+            what = rows[0]["set"]
+            click.echo(f"side-by-side: {output}, {len(rows)} rows = the {len(rows)} worst of the "
+                       f"{result[what]['n_views']} {what} views, worst first (--views sets only the near views)")

@@ -205,10 +205,17 @@ def evaluate_view_sets(original_gs, candidate_gs, sets: Dict[str, Sequence[Camer
         r["worst"] = dict(r["views"][order[0]]) if order else None
         r["note"] = VIEW_SET_NOTES.get(name, "")
         out[name] = r
-        worst_imgs = [(ref[i], cand[i]) for i in order[:max_sheet_views]]
+        worst_imgs = [(ref[i], cand[i], name, r["views"][i]) for i in order[:max_sheet_views]]
     main = out.get("novel") or out[list(sets)[-1]]
     out["psnr"], out["ssim"], out["worst"] = main["psnr"], main["ssim"], main["worst"]
     if side_by_side_path is not None and worst_imgs:
-        save_png(side_by_side_path, contact_sheet([label_columns(side_by_side(a, b), SIDE_BY_SIDE_LABELS) for a, b in worst_imgs], cols=1))
+        # one row per view: the worst views of the novel set (else of the last set), worst first,
+        # each captioned with its set, name and PSNR so the row count explains itself
+        rows = [label_columns(side_by_side(a, b), (f"{SIDE_BY_SIDE_LABELS[0]}: {name} {v['name']}",
+                                                   f"{SIDE_BY_SIDE_LABELS[1]}: {v['psnr']:.2f} dB",
+                                                   SIDE_BY_SIDE_LABELS[2]))
+                for a, b, name, v in worst_imgs]
+        save_png(side_by_side_path, contact_sheet(rows, cols=1))
         out["side_by_side"] = str(side_by_side_path)
+        out["side_by_side_rows"] = [{"set": name, "name": v["name"], "psnr": v["psnr"]} for _, _, name, v in worst_imgs]
     return out

@@ -98,3 +98,23 @@ def test_source_warning_cases(scenes, tmp_path):
     assert "A.ply has 1,150 Gaussians" in warning(tmp_path / "A.ply")
     assert "A.ply may not be that scene" in warning(tmp_path / "A.ply")
     assert api.source_warning(scenes / "A.ply", read_ply(scenes / "A.ply"), scenes / "B.ply") is None  # no record
+
+
+# 4 -- the side-by-side says which views its rows are ---------------------------------------------
+def test_side_by_side_rows_are_explained(scenes, tmp_path):
+    from sundae_compress.io.images import read_image
+
+    out = tmp_path / "side.png"
+    r = run("sundae-eval", scenes / "A.ply", scenes / "A.sundae", *EVAL_FAST, "-o", out)
+    assert r.returncode == 0, r.stderr
+    assert f"side-by-side: {out}, 4 rows = the 4 worst of the 12 novel views, worst first " \
+           "(--views sets only the near views)" in r.stdout
+    row = 14 + (2 + 24 + 2)  # caption strip over one original | candidate | error row of 32x24 images
+    assert read_image(out).shape[:2] == (2 + 4 * (row + 2), 2 + (2 + 3 * (32 + 2)) + 2)
+    from sundae_compress.io.ply import read_ply
+
+    gs = read_ply(scenes / "A.ply")
+    near, novel, _ = api.evaluation_views(gs, scenes / "A.ply", cameras="orbit", views=1, size=(32, 24))
+    res = api.evaluate_output(gs, scenes / "A.sundae", near, novel, side_by_side_path=tmp_path / "api.png")
+    assert [x["psnr"] for x in res["side_by_side_rows"]] == sorted(v["psnr"] for v in res["novel"]["views"])[:4]
+    assert {x["set"] for x in res["side_by_side_rows"]} == {"novel"} and res["near"]["n_views"] == 1
