@@ -113,8 +113,9 @@ class CompressReport:
                 f"({self.ratio:.1f}x) in {self.seconds:.1f} s")
         q = self.fidelity
         if q.get("novel"):
-            line += (f"; novel views {q['novel']['psnr']:.2f} dB PSNR (worst {q['worst']['psnr']:.2f}), "
-                     f"near views {q['near']['psnr']:.2f} dB")
+            line += (f"; {q['novel'].get('label', 'novel views')} {q['novel']['psnr']:.2f} dB PSNR "
+                     f"(worst {q['worst']['psnr']:.2f}), {q['near'].get('label', 'near views')} "
+                     f"{q['near']['psnr']:.2f} dB")
         t = self.target
         if t:
             asked = f"{t['requested']:g} dB" if t["kind"] == "psnr" else f"{t['requested']:,} bytes"
@@ -407,11 +408,19 @@ def finetune_hooks(settings=None, *, method="spectral", gamma=0.5, merge=None, s
     return Hooks(prune=prune_to, roundtrip=roundtrip)
 
 
+class EvalViews(tuple):
+    """``(near, novel, source line)`` of :func:`evaluation_views` (unpacks like a tuple), with
+    ``labels``: what each set is, in the words every printed figure uses, e.g. ``{"near":
+    "camera-file views (3 held out, 640x480)", "novel": "novel views (12, 480x360)"}``."""
+    labels: Dict[str, str]
+
+
 def evaluation_views(gs: GaussianSet, scene_path=None, *, cameras=None, views=None, size=None, up=None):
     """``(near, novel, source line)``: the views ``sundae-eval``, ``--eval`` and the compress summary
-    score. near: :func:`choose_views` with ``held_out`` (the held-out split of a camera file, or
-    generated orbit views at another azimuth phase); novel: the views the fine-tuning sampler never
-    draws (:func:`sundae_compress.render.cameras.novel_views`, at ``size`` or 480x360)."""
+    score (an :class:`EvalViews`, whose ``labels`` name them). near: :func:`choose_views` with
+    ``held_out`` (the held-out split of a camera file, or generated orbit views at another azimuth
+    phase); novel: the views the fine-tuning sampler never draws
+    (:func:`sundae_compress.render.cameras.novel_views`, at ``size`` or 480x360)."""
     from .render.cameras import NOVEL_SIZE, ViewFrame, load_cameras, novel_views, split_views
 
     if isinstance(cameras, (list, tuple)):
@@ -419,25 +428,36 @@ def evaluation_views(gs: GaussianSet, scene_path=None, *, cameras=None, views=No
         near, line = split_views(real, HOLDOUT_EVERY)[1], f"cameras: held-out of {len(cameras)} given views"
         if size is not None:
             near = [c.scaled(*size) for c in near]
+        near_label = f"given-camera views ({len(near)} held out, {_size_text(near)})"
     else:
         chosen = choose_views(gs, scene_path, cameras=cameras, views=views, size=size, up=up, held_out=True)
         near, line = chosen.cameras, chosen.source
         path, _ = _camera_file(scene_path, cameras)
         real = load_cameras(path) if path is not None else None
+        near_label = (f"camera-file views ({len(near)} held out, {_size_text(near)})" if path is not None
+                      else f"orbit views ({len(near)} generated, {_size_text(near)})")
     # the frame fine-tuning used (the capture's cameras when they surround the scene), so the
     # novel views are the ones its sampler never draws
     frame = ViewFrame.of(gs, up, cameras=real)
-    return near, novel_views(frame, size=size or NOVEL_SIZE), line
+    novel = novel_views(frame, size=size or NOVEL_SIZE)
+    out = EvalViews((near, novel, line))
+    out.labels = {"near": near_label, "novel": f"novel views ({len(novel)}, {_size_text(novel)})"}
+    return out
 
 
-def evaluate_output(original: GaussianSet, path, near, novel, *, side_by_side_path=None) -> Dict[str, Any]:
+def evaluate_output(original: GaussianSet, path, near, novel, *, side_by_side_path=None,
+                    labels: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
     """Read a written output back (bundle + net, or another format) and score it against
-    ``original`` on ``near`` and ``novel`` views (:func:`sundae_compress.evaluate.evaluate_view_sets`)."""
+    ``original`` on ``near`` and ``novel`` views (:func:`sundae_compress.evaluate.evaluate_view_sets`).
+    ``labels`` (:attr:`EvalViews.labels`) name each set in the result (``result[set]["label"]``)."""
     from .evaluate import evaluate_view_sets
 
     cand, post = load_for_render(path)
-    return evaluate_view_sets(original, cand, {"near": near, "novel": novel}, postprocess=post,
-                              side_by_side_path=side_by_side_path)
+    result = evaluate_view_sets(original, cand, {"near": near, "novel": novel}, postprocess=post,
+                                side_by_side_path=side_by_side_path)
+    for name, label in (labels or {}).items():
+        result[name]["label"] = label
+    return result
 
 
 def compress(input, output=None, *, ratio: Optional[float] = None, count: Optional[int] = None,
@@ -563,8 +583,8 @@ def compress(input, output=None, *, ratio: Optional[float] = None, count: Option
     report.net_bytes = len(net_bytes) if net_bytes else 0
     if finetune if evaluate is None else evaluate:
         t = time.perf_counter()
-        near, novel, _ = evaluation_views(gs, input, cameras=cameras if not isinstance(cameras, str) else cameras)
-        report.fidelity = evaluate_output(gs, output, near, novel)
+        ev = evaluation_views(gs, input, cameras=cameras)
+        report.fidelity = evaluate_output(gs, output, ev[0], ev[1], labels=ev.labels)
         report.stages["evaluate"] = time.perf_counter() - t
     report.seconds = time.perf_counter() - t0
     return report

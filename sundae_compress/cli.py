@@ -260,8 +260,9 @@ def format_pipeline(p: dict) -> str:
             t += f" at {res[0]}x{res[1]} px"
         elif res is not None:
             t += f" at {res} px"
-        if ft.get("test_psnr_end") is not None:
-            t += f", held-out PSNR {ft.get('test_psnr_start', 0):.2f} -> {ft['test_psnr_end']:.2f} dB"
+        if ft.get("test_psnr_end") is not None:  # the trainer's own check views, not the eval views
+            t += (f", {ft.get('test_views') or 'trainer check views'} PSNR {ft.get('test_psnr_start', 0):.2f} "
+                  f"-> {ft['test_psnr_end']:.2f} dB")
         if ft.get("net_params"):
             t += f", net {ft['net_params']:,} params"
         parts.append(t)
@@ -436,10 +437,11 @@ def eval_main(original, candidate, cameras, views, size, up, output, as_json, qu
     warning = source_warning(original, orig, candidate)
     if warning:
         click.echo(f"warning: {warning}", err=True)  # shown even with --quiet / --json: not progress
-    near, novel, source = evaluation_views(orig, original, cameras=cameras, views=views, size=size, up=up)
+    ev = evaluation_views(orig, original, cameras=cameras, views=views, size=size, up=up)
+    near, novel, source = ev
     info(source)
     sets = {"near": near, "novel": novel}
-    result = evaluate_output(orig, candidate, near, novel, side_by_side_path=output)
+    result = evaluate_output(orig, candidate, near, novel, side_by_side_path=output, labels=ev.labels)
     result["cameras"] = source
     result["warnings"] = [warning] if warning else []
     if as_json:
@@ -447,8 +449,8 @@ def eval_main(original, candidate, cameras, views, size, up, output, as_json, qu
     else:
         for name in sets:
             r = result[name]
-            click.echo(f"{name:>5}: PSNR {r['psnr']:6.2f} dB  SSIM {r['ssim']:.4f}  ({r['n_views']} views; "
-                       f"worst {r['worst']['psnr']:.2f} dB {r['worst']['name']}) - {r['note']}")
+            click.echo(f"{name:>5}: PSNR {r['psnr']:6.2f} dB  SSIM {r['ssim']:.4f}  on {r['label']}; "
+                       f"worst {r['worst']['psnr']:.2f} dB {r['worst']['name']} - {r['note']}")
         w = result["worst"]
         click.echo(f"worst novel view: {w['name']}  PSNR {w['psnr']:.2f} dB  SSIM {w['ssim']:.4f}")
         rows = result.get("side_by_side_rows")

@@ -151,8 +151,8 @@ def render_to_dir(gs, cameras: Sequence[Camera], out_dir: Union[str, Path], *,
 VIEW_SET_NOTES = {
     "near": "views like those fine-tuning trains on (held-out views of the scene's camera file, or "
             "generated orbit views)",
-    "novel": "deterministic views the trainer never samples (directions inside its exclusion cones, "
-             "480x360 and larger than any training image)",
+    "novel": "deterministic views the trainer never samples (directions inside its exclusion cones; "
+             "by default 480x360, wider than any training image)",
 }
 
 

@@ -165,7 +165,8 @@ def test_compress_summary_reports_novel_view_psnr(tmp_path):
     out = tmp_path / "s.sundae"
     r = run("sundae-compress", src, "--ratio", "0.2", "-o", out, "--iterations", "10", "--resolution", "48",
             "--quiet")
-    m = re.search(r"novel views ([0-9.]+) dB PSNR \(worst ([0-9.]+)\), near views ([0-9.]+) dB", r.stdout)
+    m = re.search(r"novel views \(12, 480x360\) ([0-9.]+) dB PSNR \(worst ([0-9.]+)\), "
+                  r"orbit views \(8 generated, 320x240\) ([0-9.]+) dB", r.stdout)
     assert m, r.stdout
     d = json.loads(run("sundae-eval", src, out, "--json").stdout)
     assert float(m.group(1)) == pytest.approx(d["novel"]["psnr"], abs=0.006)

@@ -27,6 +27,21 @@ def run(tool, *args, cwd=None):
                           env=dict(os.environ), timeout=300)
 
 
+def in_process(tool, *args, capsys):
+    """Run a command in this process (no second torch import); its stdout. Restores quietness."""
+    from sundae_compress import cli
+    from sundae_compress.progress import is_quiet, set_quiet
+
+    main = {"sundae-eval": cli.eval_main, "sundae-inspect": cli.inspect_main}[tool]
+    quiet = is_quiet()
+    capsys.readouterr()
+    try:
+        main.main([str(a) for a in args], prog_name=tool, standalone_mode=False)
+    finally:
+        set_quiet(quiet)
+    return capsys.readouterr().out
+
+
 def one_line_error(r, *fragments):
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert r.returncode == 1 and len(lines) == 1 and lines[0].startswith("error: "), (r.returncode, r.stderr)
@@ -118,3 +133,45 @@ def test_side_by_side_rows_are_explained(scenes, tmp_path):
     res = api.evaluate_output(gs, scenes / "A.sundae", near, novel, side_by_side_path=tmp_path / "api.png")
     assert [x["psnr"] for x in res["side_by_side_rows"]] == sorted(v["psnr"] for v in res["novel"]["views"])[:4]
     assert {x["set"] for x in res["side_by_side_rows"]} == {"novel"} and res["near"]["n_views"] == 1
+
+
+# 7 -- every printed PSNR names its views ----------------------------------------------------------
+def _cameras_json(path: Path, n: int = 16, w: int = 64, h: int = 48) -> Path:
+    """An INRIA cameras.json of ``n`` views on a circle of radius 4 looking at the origin."""
+    cams = []
+    for i in range(n):
+        a = 2 * np.pi * i / n
+        pos = np.array([4 * np.cos(a), 0.0, 4 * np.sin(a)])
+        z = -pos / np.linalg.norm(pos)
+        x = np.cross([0.0, -1.0, 0.0], z)
+        x /= np.linalg.norm(x)
+        cams.append({"id": i, "img_name": f"v{i:02d}", "width": w, "height": h, "fx": 60.0, "fy": 60.0,
+                     "position": pos.tolist(), "rotation": np.stack([x, np.cross(z, x), z], 1).tolist()})
+    path.write_text(json.dumps(cams))
+    return path
+
+
+def test_every_psnr_names_its_views(scenes, tmp_path, capsys):
+    import re
+
+    (tmp_path / "C.ply").write_bytes((scenes / "A.ply").read_bytes())
+    _cameras_json(tmp_path / "cameras.json")  # 16 views: every 8th (2) held out
+    r = run("sundae-compress", tmp_path / "C.ply", "--ratio", "0.25", "--iterations", "5", "--resolution", "48")
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"fine-tuned 300 Gaussians: trainer check views \(4 training-distribution draws, 256x192\) "
+                     r"PSNR [0-9.]+ -> [0-9.]+ dB", r.stderr), r.stderr
+    m = re.search(r"; novel views \(12, 480x360\) ([0-9.]+) dB PSNR \(worst ([0-9.]+)\), "
+                  r"camera-file views \(2 held out, 64x48\) ([0-9.]+) dB$", r.stdout.strip())
+    assert m, r.stdout
+    assert "near" not in r.stdout + r.stderr
+    out = in_process("sundae-inspect", tmp_path / "C.sundae", capsys=capsys)
+    assert "fine-tuned 5 iterations" in out and "trainer check views (4 training-distribution draws, " \
+           "256x192) PSNR" in out, out
+    d = json.loads(in_process("sundae-eval", tmp_path / "C.ply", tmp_path / "C.sundae", "--json", capsys=capsys))
+    assert d["near"]["label"] == "camera-file views (2 held out, 64x48)" and d["novel"]["label"] == "novel views (12, 480x360)"
+    assert d["novel"]["psnr"] == pytest.approx(float(m.group(1)), abs=0.006)
+    assert d["near"]["psnr"] == pytest.approx(float(m.group(3)), abs=0.006)
+    out = in_process("sundae-eval", tmp_path / "C.ply", tmp_path / "C.sundae", "--cameras", "orbit", "--views", "2",
+                     "--size", "40x30", capsys=capsys)
+    assert " near: PSNR " in out and " on orbit views (2 generated, 40x30); worst " in out, out
+    assert "novel: PSNR " in out and " on novel views (12, 40x30); worst " in out, out

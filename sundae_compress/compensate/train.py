@@ -147,6 +147,8 @@ def _finetune(original, pruned, cfg: FinetuneConfig, cameras, images, hooks: Hoo
         source = (PoolTeacher(teacher, sampler, cfg.pool_views, seed=cfg.seed, progress=cfg.progress)
                   if mode == "pool" else FreshTeacher(teacher, sampler))
     eval_cams = near_views(frame, n=cfg.eval_views, size=(256, 192)) if cfg.eval_views > 0 else []
+    # what the history's PSNRs are measured on, in the words every printed figure uses
+    check_views = f"trainer check views ({len(eval_cams)} training-distribution draws, 256x192)"
     eval_refs = [teacher(c) for c in eval_cams]
 
     # -- parameters, net -------------------------------------------------------------------------
@@ -201,7 +203,7 @@ def _finetune(original, pruned, cfg: FinetuneConfig, cameras, images, hooks: Hoo
         cnet.eval()
     stats.update({
         "start_count": len(pruned), "peak_count": int(max([len(pruned)] + history["count"])),
-        "final_count": len(final), "eval_views": len(eval_cams),
+        "final_count": len(final), "eval_views": len(eval_cams), "test_views": check_views,
         "teacher_renders": source.renders, "seconds_teacher": round(source.seconds, 2),
         "sampler_rejected": sampler.rejected,
         "seconds_train": round(t_train, 2), "seconds_polish": round(t_polish, 2),
@@ -214,7 +216,7 @@ def _finetune(original, pruned, cfg: FinetuneConfig, cameras, images, hooks: Hoo
               "prune_schedule": str(schedule) if schedule else None, "device": str(dev), "seed": cfg.seed,
               "polish_iterations": cfg.polish_iterations if cnet is not None else 0, "lrs": cfg.lrs}
     if cfg.progress:
-        info(f"fine-tuned {len(final):,} Gaussians: near-view PSNR {history['test_psnr'][0]:.2f} -> "
+        info(f"fine-tuned {len(final):,} Gaussians: {check_views} PSNR {history['test_psnr'][0]:.2f} -> "
              f"{history['test_psnr'][-1]:.2f} dB in {stats['seconds']:.0f} s")
     return FinetuneResult(gaussians=final, net=cnet, history=history, eval_cameras=eval_cams,
                           num_features=k, config=config, stats=stats)
