@@ -116,6 +116,9 @@ class CompressReport:
             line += (f"; {q['novel'].get('label', 'novel views')} {q['novel']['psnr']:.2f} dB PSNR "
                      f"(worst {q['worst']['psnr']:.2f}), {q['near'].get('label', 'near views')} "
                      f"{q['near']['psnr']:.2f} dB")
+        else:  # say so rather than end silently: the evaluation renders ~20 views of both scenes
+            line += (f"; novel-view PSNR not measured ({'--no-finetune skips it' if not self.finetune else 'not asked'}: "
+                     f"add --eval, or run sundae-eval)")
         t = self.target
         if t:
             asked = f"{t['requested']:g} dB" if t["kind"] == "psnr" else f"{t['requested']:,} bytes"
@@ -482,7 +485,9 @@ def compress(input, output=None, *, ratio: Optional[float] = None, count: Option
     :data:`sundae_compress.codec.QUALITY_PRESETS`); ``settings`` (a CodecSettings) overrides it.
     ``finetune_options`` are :class:`~.compensate.config.FinetuneConfig` fields. ``evaluate``
     (default: when fine-tuning) scores the written output on near and novel views
-    (``report.fidelity``; the summary line prints the novel-view PSNR).
+    (``report.fidelity``; the summary line prints the novel-view PSNR, or says it was not measured).
+    Without fine-tuning it is off by default: on playbot_125k (125 k Gaussians) the evaluation took
+    7.8 s of CPU time against 2.2 s for the conversion itself (native rasteriser).
     ``target_psnr`` (dB) or ``target_size`` (bytes, or a text like ``"200KB"``) replace ``ratio`` /
     ``count``: the budget and codec preset are searched (:func:`compress_to_target`); an unreachable
     PSNR target raises :class:`SundaeError` and writes nothing unless ``best_effort``.

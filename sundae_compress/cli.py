@@ -140,7 +140,9 @@ def _method_choices():
 @click.option("--format", "fmt", type=click.Choice(["sundae", "ply", "compressed-ply", "spz", "sog"]), default=None,
               help="Output format (default: from the -o extension, else sundae). Only sundae holds the net.")
 @click.option("--jobs", type=click.IntRange(1, 64), default=1, show_default=True, help="Batch mode: scenes in parallel.")
-@click.option("--eval", "do_eval", is_flag=True, help="Batch mode: report held-out PSNR per scene.")
+@click.option("--eval", "do_eval", is_flag=True,
+              help="Measure the output's novel-view PSNR also with --no-finetune, which skips it (it renders "
+                   "20 views of both scenes, often longer than the conversion); in batch mode, per scene.")
 @click.option("--scheduler", default=None, metavar="ADDRESS",
               help="Batch mode on a Dask cluster: a scheduler address (tcp://host:8786), or local:N for N local workers.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
@@ -193,8 +195,8 @@ def compress_main(input, output, ratio, count, target_psnr, target_size, best_ef
             with connect(scheduler, memory_share=MEM_SHARE) as client:
                 result = run_batch(input, output, client=client, **batch)
         sys.exit(0 if result.ok else EXIT_ERROR)
-    if jobs != 1 or do_eval or scheduler is not None:
-        raise SundaeError("--jobs, --eval and --scheduler apply to batch mode (a folder as input)")
+    if jobs != 1 or scheduler is not None:
+        raise SundaeError("--jobs and --scheduler apply to batch mode (a folder as input)")
     if not isinstance(input, Path) or (output is not None and not isinstance(output, Path)):
         raise SundaeError("URLs are for batch mode (a folder of scenes); give a single scene as a local path")
 
@@ -203,7 +205,7 @@ def compress_main(input, output, ratio, count, target_psnr, target_size, best_ef
     report = compress(input, output, ratio=ratio, count=count, gamma=gamma, method=method, merge=merge_arg,
                       finetune=finetune, sh_degree=sh_degree, strict=strict, overwrite=overwrite,
                       cameras=cameras, images=images, finetune_options=ft_opts, seed=seed, notify=info,
-                      format=fmt, quality=quality, **targets)
+                      format=fmt, quality=quality, evaluate=True if do_eval else None, **targets)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
     else:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -32,7 +33,7 @@ def in_process(tool, *args, capsys):
     from sundae_compress import cli
     from sundae_compress.progress import is_quiet, set_quiet
 
-    main = {"sundae-eval": cli.eval_main, "sundae-inspect": cli.inspect_main}[tool]
+    main = {"sundae-eval": cli.eval_main, "sundae-inspect": cli.inspect_main, "sundae-compress": cli.compress_main}[tool]
     quiet = is_quiet()
     capsys.readouterr()
     try:
@@ -152,8 +153,6 @@ def _cameras_json(path: Path, n: int = 16, w: int = 64, h: int = 48) -> Path:
 
 
 def test_every_psnr_names_its_views(scenes, tmp_path, capsys):
-    import re
-
     (tmp_path / "C.ply").write_bytes((scenes / "A.ply").read_bytes())
     _cameras_json(tmp_path / "cameras.json")  # 16 views: every 8th (2) held out
     r = run("sundae-compress", tmp_path / "C.ply", "--ratio", "0.25", "--iterations", "5", "--resolution", "48")
@@ -175,3 +174,15 @@ def test_every_psnr_names_its_views(scenes, tmp_path, capsys):
                      "--size", "40x30", capsys=capsys)
     assert " near: PSNR " in out and " on orbit views (2 generated, 40x30); worst " in out, out
     assert "novel: PSNR " in out and " on novel views (12, 40x30); worst " in out, out
+
+
+# 5 -- --no-finetune says the novel-view PSNR was not measured, and --eval measures it ---------------
+def test_no_finetune_summary_says_what_it_measured(scenes, tmp_path, capsys):
+    out = in_process("sundae-compress", scenes / "A.ply", "--no-finetune", "-o", tmp_path / "a.sundae", "--quiet",
+                     capsys=capsys).strip()
+    assert out.endswith(" s; novel-view PSNR not measured (--no-finetune skips it: add --eval, or run sundae-eval)"), out
+    out = in_process("sundae-compress", scenes / "A.ply", "--no-finetune", "--eval", "-o", tmp_path / "b.sundae",
+                     "--quiet", "--ratio", "0.25", capsys=capsys).strip()
+    # (test_cli checks that these figures are sundae-eval's)
+    assert re.search(r" s; novel views \(12, 480x360\) [0-9.]+ dB PSNR \(worst [0-9.]+\), "
+                     r"orbit views \(8 generated, 320x240\) [0-9.]+ dB$", out), out
