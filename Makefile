@@ -13,6 +13,10 @@ NATIVE := setup.py $(wildcard sundae_compress/prune/csrc/*.c sundae_compress/pru
 venv: $(STAMP)
 
 # torch's CPU build must come first: a plain `pip install -e .` would pull the multi-GB CUDA build.
+# TORCH_INDEX: the index torch comes from. Empty = pip's configured index (on the project's machines a
+# wheel index holding the CPU build). On plain PyPI the Linux wheel pulls the CUDA libraries, so
+# elsewhere run `make demo TORCH_INDEX=https://download.pytorch.org/whl/cpu` (PyTorch's CPU index).
+TORCH_INDEX ?=
 # Quiet: pip's output goes to .venv/setup.log and .venv/install.log, shown only when a step fails,
 # so only the project's own progress and results reach the terminal.
 PIP := $(BIN)/pip install -q --disable-pip-version-check --no-warn-script-location
@@ -21,7 +25,7 @@ $(BASE):
 	@echo "setting up $(VENV) (first run only: installs the CPU build of PyTorch, a few minutes)"
 	@$(PYTHON) -m venv $(VENV)
 	@$(PIP) --upgrade pip > $(VENV)/setup.log 2>&1 || { cat $(VENV)/setup.log; exit 1; }
-	@$(PIP) torch==2.13.0 >> $(VENV)/setup.log 2>&1 || { cat $(VENV)/setup.log; exit 1; }
+	@$(PIP) torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) >> $(VENV)/setup.log 2>&1 || { cat $(VENV)/setup.log; exit 1; }
 	@touch $(BASE)
 
 # `pip install -e .` also builds the native kernel (needs a C compiler and the Python headers, see

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -186,3 +187,21 @@ def test_no_finetune_summary_says_what_it_measured(scenes, tmp_path, capsys):
     # (test_cli checks that these figures are sundae-eval's)
     assert re.search(r" s; novel views \(12, 480x360\) [0-9.]+ dB PSNR \(worst [0-9.]+\), "
                      r"orbit views \(8 generated, 320x240\) [0-9.]+ dB$", out), out
+
+
+# 6 -- the Makefile takes PyTorch's CPU index when asked, and pip's configured index otherwise --------
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_makefile_torch_index(tmp_path):
+    root = Path(__file__).resolve().parents[1]
+    url = "https://download.pytorch.org/whl/cpu"
+
+    def torch_line(*extra):
+        r = subprocess.run(["make", "-n", "-B", f"VENV={tmp_path / 'v'}", f"{tmp_path / 'v'}/.base", *extra],
+                           cwd=root, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        return next(ln for ln in r.stdout.splitlines() if "torch==" in ln)
+
+    assert "--index-url" not in torch_line()  # here: pip's configured index, unchanged
+    assert f"torch==2.13.0 --index-url {url} " in torch_line(f"TORCH_INDEX={url}")
+    readme = (root / "README.md").read_text()
+    assert f"make demo TORCH_INDEX={url}" in readme and f"--index-url {url}" in readme
