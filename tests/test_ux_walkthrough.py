@@ -29,19 +29,22 @@ def run(tool, *args, cwd=None):
                           env=dict(os.environ), timeout=300)
 
 
-def in_process(tool, *args, capsys):
-    """Run a command in this process (no second torch import); its stdout. Restores quietness."""
+def in_process(tool, *args, capsys, stderr=False):
+    """Run a successful command in this process (no second torch import): its stdout (and stderr).
+    Restores quietness. Error lines and exit codes are checked with :func:`run`."""
     from sundae_compress import cli
     from sundae_compress.progress import is_quiet, set_quiet
 
-    main = {"sundae-eval": cli.eval_main, "sundae-inspect": cli.inspect_main, "sundae-compress": cli.compress_main}[tool]
+    main = {"sundae-eval": cli.eval_main, "sundae-inspect": cli.inspect_main, "sundae-compress": cli.compress_main,
+            "sundae-render": cli.render_main}[tool]
     quiet = is_quiet()
     capsys.readouterr()
     try:
         main.main([str(a) for a in args], prog_name=tool, standalone_mode=False)
     finally:
         set_quiet(quiet)
-    return capsys.readouterr().out
+    out = capsys.readouterr()
+    return (out.out, out.err) if stderr else out.out
 
 
 def one_line_error(r, *fragments):
@@ -63,10 +66,10 @@ def scenes(tmp_path_factory):
 
 
 # 3 -- --quality is a choice: listed in --help, any case, a bad value is one error line -------------
-def test_quality_is_a_choice(scenes, tmp_path):
-    assert "--quality [max|high|medium|low]" in run("sundae-compress", "--help").stdout
-    r = run("sundae-compress", scenes / "A.ply", "--no-finetune", "--quality", "HIGH", "-o", tmp_path / "h.sundae")
-    assert r.returncode == 0, r.stderr
+def test_quality_is_a_choice(scenes, tmp_path, capsys):
+    assert "--quality [max|high|medium|low]" in in_process("sundae-compress", "--help", capsys=capsys)
+    in_process("sundae-compress", scenes / "A.ply", "--no-finetune", "--quality", "HIGH", "-o", tmp_path / "h.sundae",
+               capsys=capsys)
     assert read_bundle(tmp_path / "h.sundae").header["pipeline"]["quality"] == "high"
     one_line_error(run("sundae-compress", scenes / "A.ply", "--no-finetune", "--quality", "best",
                        "-o", tmp_path / "b.sundae"), "'--quality'", "'best' is not one of", "--help")
@@ -74,12 +77,12 @@ def test_quality_is_a_choice(scenes, tmp_path):
 
 
 # 2 -- render counts what it wrote: N views + the contact sheet ------------------------------------
-def test_render_counts_views_and_contact_sheet(scenes, tmp_path):
-    r = run("sundae-render", scenes / "A.sundae", "-o", tmp_path / "r", "--views", "4", "--size", "32x24")
-    assert r.returncode == 0, r.stderr
+def test_render_counts_views_and_contact_sheet(scenes, tmp_path, capsys):
+    out = in_process("sundae-render", scenes / "A.sundae", "-o", tmp_path / "r", "--views", "4", "--size", "32x24",
+                     capsys=capsys)
     written = sorted(p.name for p in (tmp_path / "r").iterdir())
     assert len(written) == 5 and "contact_sheet.png" in written
-    assert r.stdout.strip().endswith(f"A.sundae: 4 views → {tmp_path / 'r'}: 4 PNGs + contact_sheet.png (5 files)")
+    assert out.strip().endswith(f"A.sundae: 4 views → {tmp_path / 'r'}: 4 PNGs + contact_sheet.png (5 files)")
 
 
 # 1 -- eval warns when the scene is not the one the bundle was made from --------------------------
@@ -90,10 +93,10 @@ def _warnings(r):
     return [ln for ln in r.stderr.splitlines() if ln.startswith("warning:")]
 
 
-def test_eval_warns_about_another_scene(scenes, tmp_path):
-    r = run("sundae-eval", scenes / "A.ply", scenes / "A.sundae", *EVAL_FAST, "--json")
-    assert r.returncode == 0, r.stderr
-    assert _warnings(r) == [] and json.loads(r.stdout)["warnings"] == []
+def test_eval_warns_about_another_scene(scenes, tmp_path, capsys):
+    out, err = in_process("sundae-eval", scenes / "A.ply", scenes / "A.sundae", *EVAL_FAST, "--json", capsys=capsys,
+                          stderr=True)
+    assert "warning" not in err and json.loads(out)["warnings"] == []
     r = run("sundae-eval", scenes / "B.ply", scenes / "A.sundae", *EVAL_FAST)
     assert r.returncode == 0 and "novel: PSNR" in r.stdout, r.stderr  # still evaluated
     assert _warnings(r) == ["warning: A.sundae was made from A.ply (1,200 Gaussians, "
@@ -118,14 +121,13 @@ def test_source_warning_cases(scenes, tmp_path):
 
 
 # 4 -- the side-by-side says which views its rows are ---------------------------------------------
-def test_side_by_side_rows_are_explained(scenes, tmp_path):
+def test_side_by_side_rows_are_explained(scenes, tmp_path, capsys):
     from sundae_compress.io.images import read_image
 
     out = tmp_path / "side.png"
-    r = run("sundae-eval", scenes / "A.ply", scenes / "A.sundae", *EVAL_FAST, "-o", out)
-    assert r.returncode == 0, r.stderr
+    text = in_process("sundae-eval", scenes / "A.ply", scenes / "A.sundae", *EVAL_FAST, "-o", out, capsys=capsys)
     assert f"side-by-side: {out}, 4 rows = the 4 worst of the 12 novel views, worst first " \
-           "(--views sets only the near views)" in r.stdout
+           "(--views sets only the near views)" in text
     row = 14 + (2 + 24 + 2)  # caption strip over one original | candidate | error row of 32x24 images
     assert read_image(out).shape[:2] == (2 + 4 * (row + 2), 2 + (2 + 3 * (32 + 2)) + 2)
     from sundae_compress.io.ply import read_ply
