@@ -34,9 +34,12 @@ $(STAMP): $(BASE) pyproject.toml $(NATIVE)
 	@$(PIP) -e '.[test]' > $(VENV)/install.log 2>&1 || { cat $(VENV)/install.log >&2; exit 1; }
 	@$(BIN)/python -c "import sundae_compress.prune._kernel, sundae_compress.render._raster" && touch $(STAMP)
 
+# DEMO_FLAGS: extra options for the demo's compress step, e.g. --no-finetune or "--iterations 20"
+DEMO_FLAGS ?=
+
 demo: $(STAMP)
 	@$(BIN)/python examples/make_scene.py -o examples/out/scene.ply
-	@$(BIN)/sundae-compress examples/out/scene.ply --ratio 0.1 -o examples/out/scene.sundae --overwrite
+	@$(BIN)/sundae-compress examples/out/scene.ply --ratio 0.1 -o examples/out/scene.sundae --overwrite $(DEMO_FLAGS)
 	@$(BIN)/sundae-inspect examples/out/scene.sundae
 
 test: $(STAMP)

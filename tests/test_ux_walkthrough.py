@@ -207,3 +207,18 @@ def test_makefile_torch_index(tmp_path):
     assert f"torch==2.13.0 --index-url {url} " in torch_line(f"TORCH_INDEX={url}")
     readme = (root / "README.md").read_text()
     assert f"make demo TORCH_INDEX={url}" in readme and f"--index-url {url}" in readme
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_demo_takes_compress_flags(tmp_path):
+    root = Path(__file__).resolve().parents[1]
+
+    def compress_line(*extra):
+        r = subprocess.run(["make", "-n", f"VENV={tmp_path / 'v'}", "demo", *extra], cwd=root, capture_output=True,
+                           text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        return next(ln for ln in r.stdout.splitlines() if "sundae-compress " in ln).strip()
+
+    assert compress_line().endswith("-o examples/out/scene.sundae --overwrite")
+    assert compress_line("DEMO_FLAGS=--iterations 20").endswith("--overwrite --iterations 20")
+    assert 'make demo DEMO_FLAGS="--iterations 20"' in (root / "README.md").read_text()
