@@ -133,7 +133,8 @@ def train(params: TorchGaussians, source, cfg: FinetuneConfig, *, student: Stude
             if not math.isfinite(loss_acc):
                 raise SundaeError(f"fine-tuning diverged at iteration {it} (loss {float(loss)})")
             bar.update()
-            bar.set_postfix(f"psnr {10 * math.log10(1 / max(ema_mse, 1e-12)):.2f} dB n={len(params):,}")
+            bar.set_postfix(f"training-draw PSNR {10 * math.log10(1 / max(ema_mse, 1e-12)):.2f} dB (running mean), "
+                            f"n={len(params):,}")
             if (it + 1) % eval_every == 0 or it + 1 == iterations:
                 record(it + 1, loss_acc / max(loss_n, 1), params)
                 loss_acc, loss_n = 0.0, 0
