@@ -8,12 +8,15 @@
      bbox  (V, 4) int64 x0, x1, y0, y1: half-open pixel ranges of the alpha >= 1/255 ellipses.
      vals  (V, C1) float32 values to blend (the caller appends a column of ones for the alpha).
    The image is cut into tile x tile squares; raster_bin lists, for every tile, the Gaussians whose
-   ellipse can reach one of its pixel centres, in the global (front-to-back) order. Each pixel then
-   walks its tile's list: transmittance T in double, a pair counts while the transmittance in front
-   of it is > T_MIN (the liveness test uses the sum of float32 log1p(-alpha) like the torch path),
-   weights alpha * T. Tiles are independent: raster_forward / raster_backward take a (first, step)
-   stride over the tiles so that the caller can run several threads, each with its own outputs
-   (forward: disjoint pixels; backward: one gradient buffer per thread).
+   ellipse can reach one of its pixel centres, in the global (front-to-back) order. Each tile row
+   then walks its tile's list front to back, visiting for every Gaussian only the pixels of its
+   exact alpha >= 1/255 row span (the torch path's candidate pairs, same float64 arithmetic):
+   transmittance T in double per pixel, a pair counts while the transmittance in front of it is
+   > T_MIN (where the product is within rounding of T_MIN, decided like the torch path on the sum
+   of float32 log1p(-alpha)), weights alpha * T. Tiles are independent: raster_forward /
+   raster_backward take a (first, step) stride over the tiles so that the caller can run several
+   threads, each with its own outputs (forward: disjoint pixels; backward: one gradient buffer
+   per thread).
 
    The arithmetic of alpha is the torch path's, in float32 and in the same order (compile with
    -ffp-contract=off so that no fused multiply-add changes the rounding). */
@@ -201,6 +204,22 @@ static inline float pair_alpha(const tile_buf *t, int64_t k, float fx, float fy,
     return alpha >= ALPHA_MINF ? alpha : 0.0f;
 }
 
+/* The torch path's log-transmittance behind entry kend at pixel (px, py): the float64 sum of the
+   float32 log1p(-alpha) of the pixel's counted pairs 0..kend. Only needed when the product
+   transmittance is within rounding of T_MIN (the liveness test must decide like the torch path). */
+static double exact_log_t(const tile_buf *t, int64_t kend, int px, int py) {
+    double s = 0.0;
+    const float fx = (float)px + 0.5f, fy = (float)py + 0.5f;
+    for (int64_t k = 0; k <= kend; k++) {
+        int xs, xe;
+        if (!row_span(t, k, py, px, px + 1, &xs, &xe)) continue;
+        float raw, dx, dy;
+        const float alpha = pair_alpha(t, k, fx, fy, &raw, &dx, &dy);
+        if (alpha != 0.0f) s += (double)log1pf(-alpha);
+    }
+    return s;
+}
+
 /* Forward blend of the tiles first, first + step, ...: out (H*W, C1) float32 weighted sums (the
    tiles' pixels are overwritten), final_T (H*W) transmittance behind the last counted pair and
    ncontrib (H*W) one past the list position of that pair (both optional: NULL), nlive[0] += the
@@ -223,9 +242,11 @@ int raster_forward(const int64_t *off, const int32_t *ids, const float *P, const
         tb_free(&tb);
         return -1;
     }
-    double *T = acc + (size_t)tile * C1, *logT = T + tile;
+    double *T = acc + (size_t)tile * C1;
     int32_t *done = last + tile;
-    const double log_tmin = log(T_MIN);
+    /* liveness is decided on the product T, except within T_MIN (1 -+ 1e-4), where the product
+       and the torch path's sum of float32 logs may disagree: there the exact sum decides */
+    const double log_tmin = log(T_MIN), t_lo = T_MIN * (1.0 - 1e-4), t_hi = T_MIN * (1.0 + 1e-4);
     int64_t live = 0;
     for (int64_t t = first; t < nt; t += step) {
         const int64_t n = off[t + 1] - off[t];
@@ -238,7 +259,6 @@ int raster_forward(const int64_t *off, const int32_t *ids, const float *P, const
             memset(acc, 0, (size_t)w * C1 * sizeof(double));
             for (int j = 0; j < w; j++) {
                 T[j] = 1.0;
-                logT[j] = 0.0;
                 last[j] = 0;
                 done[j] = 0;
             }
@@ -257,10 +277,10 @@ int raster_forward(const int64_t *off, const int32_t *ids, const float *P, const
                     double *a = acc + (size_t)j * C1;
                     for (int c = 0; c < C1; c++) a[c] += (double)v[c] * wt;
                     T[j] *= 1.0 - (double)alpha;
-                    logT[j] += (double)log1pf(-alpha);
                     last[j] = (int32_t)(k + 1);
                     live++;
-                    if (!(logT[j] > log_tmin)) {  /* T <= T_MIN: every later pair is dead */
+                    if (T[j] <= t_lo || (T[j] < t_hi && !(exact_log_t(&tb, k, px, py) > log_tmin))) {
+                        /* T <= T_MIN: every later pair is dead */
                         done[j] = 1;
                         ndone++;
                     }
