@@ -50,8 +50,8 @@ _I64, _INT = ctypes.c_int64, ctypes.c_int
 _SIGNATURES = {
     "raster_bin_bound": (_I64, [_P, _I64, _INT]),
     "raster_bin": (_I64, [_P, _P, _I64, _INT, _INT, _INT, _P, _P, _P]),
-    "raster_forward": (_INT, [_P, _P, _P, _P, _P, _INT, _INT, _INT, _INT, _INT, _INT, _P, _P, _P, _P]),
-    "raster_backward": (_INT, [_P, _P, _P, _P, _P, _INT, _INT, _INT, _INT, _INT, _INT, _P, _P, _P, _P, _P]),
+    "raster_forward": (_INT, [_P, _P, _P, _P, _P, _INT, _INT, _INT, _INT, _P, _P, _P, _P, _P]),
+    "raster_backward": (_INT, [_P, _P, _P, _P, _P, _INT, _INT, _INT, _INT, _P, _P, _P, _P, _P, _P]),
 }
 
 
@@ -170,10 +170,11 @@ def _forward(L, tiles: _Tiles, P, bbox, vals, keep: bool):
     n = _threads(tiles.nt)
     live = torch.zeros(n, dtype=torch.int64)
     codes = [0] * n
+    nxt = torch.zeros(1, dtype=torch.int64)  # shared tile counter
 
-    def work(k, step):
+    def work(k, _n):
         codes[k] = L.raster_forward(_ptr(tiles.off), _ptr(tiles.ids), _ptr(P), _ptr(bbox), _ptr(vals), C1, W, H,
-                                    TILE, k, step, _ptr(out), _ptr(final_t) if keep else None,
+                                    TILE, _ptr(nxt), _ptr(out), _ptr(final_t) if keep else None,
                                     _ptr(ncontrib) if keep else None, _ptr(live[k:k + 1]))
 
     _run(work, n)
@@ -210,10 +211,11 @@ class _NativeComposite(torch.autograd.Function):
         gP = torch.zeros(n, V, 6, dtype=torch.float64)
         gv = torch.zeros(n, V, C1, dtype=torch.float64)
         codes = [0] * n
+        nxt = torch.zeros(1, dtype=torch.int64)  # shared tile counter
 
-        def work(k, step):
+        def work(k, _n):
             codes[k] = L.raster_backward(_ptr(tiles.off), _ptr(tiles.ids), _ptr(P), _ptr(bbox), _ptr(vals), C1, W, H,
-                                         TILE, k, step, _ptr(gout), _ptr(final_t), _ptr(ncontrib), _ptr(gP[k]),
+                                         TILE, _ptr(nxt), _ptr(gout), _ptr(final_t), _ptr(ncontrib), _ptr(gP[k]),
                                          _ptr(gv[k]))
 
         _run(work, n)

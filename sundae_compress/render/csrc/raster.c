@@ -14,7 +14,7 @@
    transmittance T in double per pixel, a pair counts while the transmittance in front of it is
    > T_MIN (where the product is within rounding of T_MIN, decided like the torch path on the sum
    of float32 log1p(-alpha)), weights alpha * T. Tiles are independent: raster_forward /
-   raster_backward take a (first, step) stride over the tiles so that the caller can run several
+   raster_backward take their tiles from a shared counter so that the caller can run several
    threads, each with its own outputs (forward: disjoint pixels; backward: one gradient buffer
    per thread).
 
@@ -204,6 +204,10 @@ static inline float pair_alpha(const tile_buf *t, int64_t k, float fx, float fy,
     return alpha >= ALPHA_MINF ? alpha : 0.0f;
 }
 
+/* The next tile to process: threads share one counter (dynamic scheduling: tiles differ a lot in
+   cost, and on a shared machine one thread may be descheduled for a while). */
+static inline int64_t take(int64_t *next) { return __atomic_fetch_add(next, 1, __ATOMIC_RELAXED); }
+
 /* The torch path's log-transmittance behind entry kend at pixel (px, py): the float64 sum of the
    float32 log1p(-alpha) of the pixel's counted pairs 0..kend. Only needed when the product
    transmittance is within rounding of T_MIN (the liveness test must decide like the torch path). */
@@ -220,14 +224,14 @@ static double exact_log_t(const tile_buf *t, int64_t kend, int px, int py) {
     return s;
 }
 
-/* Forward blend of the tiles first, first + step, ...: out (H*W, C1) float32 weighted sums (the
+/* Forward blend of the tiles handed out by the shared counter *next (start it at 0): out (H*W, C1) float32 weighted sums (the
    tiles' pixels are overwritten), final_T (H*W) transmittance behind the last counted pair and
    ncontrib (H*W) one past the list position of that pair (both optional: NULL), nlive[0] += the
    number of counted pairs. Each tile row walks the tile's list front to back, visiting only the
    pixels of each Gaussian's row span, until all its pixels are saturated (T <= T_MIN). Returns
    0, or -1 when out of memory. */
 int raster_forward(const int64_t *off, const int32_t *ids, const float *P, const int64_t *bbox,
-                   const float *vals, int C1, int W, int H, int tile, int first, int step, float *out,
+                   const float *vals, int C1, int W, int H, int tile, int64_t *next, float *out,
                    double *final_T, int32_t *ncontrib, int64_t *nlive) {
     const int tx = (W + tile - 1) / tile, ty = (H + tile - 1) / tile;
     const int64_t nt = (int64_t)tx * ty;
@@ -248,7 +252,7 @@ int raster_forward(const int64_t *off, const int32_t *ids, const float *P, const
        and the torch path's sum of float32 logs may disagree: there the exact sum decides */
     const double log_tmin = log(T_MIN), t_lo = T_MIN * (1.0 - 1e-4), t_hi = T_MIN * (1.0 + 1e-4);
     int64_t live = 0;
-    for (int64_t t = first; t < nt; t += step) {
+    for (int64_t t = take(next); t < nt; t = take(next)) {
         const int64_t n = off[t + 1] - off[t];
         tb_fill(&tb, ids + off[t], n, P, bbox);
         const int x0 = (int)(t % tx) * tile, y0 = (int)(t / tx) * tile;
@@ -309,7 +313,7 @@ int raster_forward(const int64_t *off, const int32_t *ids, const float *P, const
    (V, 6) and dL/dvals into gvals (V, C1), float64 buffers owned by this call's thread. Returns 0,
    or -1 when out of memory. */
 int raster_backward(const int64_t *off, const int32_t *ids, const float *P, const int64_t *bbox,
-                    const float *vals, int C1, int W, int H, int tile, int first, int step,
+                    const float *vals, int C1, int W, int H, int tile, int64_t *next,
                     const float *gout, const double *final_T, const int32_t *ncontrib, double *gP,
                     double *gvals) {
     const int tx = (W + tile - 1) / tile, ty = (H + tile - 1) / tile;
@@ -327,7 +331,7 @@ int raster_backward(const int64_t *off, const int32_t *ids, const float *P, cons
         return -1;
     }
     double *S = T + tile;
-    for (int64_t t = first; t < nt; t += step) {
+    for (int64_t t = take(next); t < nt; t = take(next)) {
         const int64_t n = off[t + 1] - off[t];
         if (n == 0) continue;
         tb_fill(&tb, ids + off[t], n, P, bbox);
