@@ -102,6 +102,9 @@ class CompressReport:
     fidelity: Dict[str, Any] = field(default_factory=dict)
     #: ``--target-psnr`` / ``--target-size``: what was asked, what was chosen and achieved (else empty)
     target: Dict[str, Any] = field(default_factory=dict)
+    #: a level-of-detail ladder (``lod``): one entry per level, coarse to fine (ratio, count, bytes,
+    #: prefix_bytes, novel_psnr, worst_psnr, ...); empty for a single-level output
+    levels: List[Dict[str, Any]] = field(default_factory=list)
 
     @property
     def ratio(self) -> float:
@@ -449,17 +452,22 @@ def evaluation_views(gs: GaussianSet, scene_path=None, *, cameras=None, views=No
 
 
 def evaluate_output(original: GaussianSet, path, near, novel, *, side_by_side_path=None,
-                    labels: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
+                    labels: Optional[Dict[str, str]] = None, level: Optional[int] = None) -> Dict[str, Any]:
     """Read a written output back (bundle + net, or another format) and score it against
     ``original`` on ``near`` and ``novel`` views (:func:`sundae_compress.evaluate.evaluate_view_sets`).
-    ``labels`` (:attr:`EvalViews.labels`) name each set in the result (``result[set]["label"]``)."""
+    ``labels`` (:attr:`EvalViews.labels`) name each set in the result (``result[set]["label"]``).
+    ``level``: a level of a ladder bundle (default the finest); for a ladder the result names the
+    level used (``level``, ``levels``, ``level_note``)."""
     from .evaluate import evaluate_view_sets
 
-    cand, post = load_for_render(path)
+    cand, post = load_for_render(path, level=level)
     result = evaluate_view_sets(original, cand, {"near": near, "novel": novel}, postprocess=post,
                                 side_by_side_path=side_by_side_path)
     for name, label in (labels or {}).items():
         result[name]["label"] = label
+    note = level_note(cand, path)
+    if note:
+        result.update(level=cand.meta["level"], levels=cand.meta["levels"], level_note=note)
     return result
 
 
@@ -470,7 +478,7 @@ def compress(input, output=None, *, ratio: Optional[float] = None, count: Option
              finetune_options: Optional[Dict[str, Any]] = None, seed: int = 0,
              notify: Notify = None, format: Optional[str] = None, quality: Optional[str] = None,
              evaluate: Optional[bool] = None, target_psnr: Optional[float] = None,
-             target_size=None, best_effort: bool = False) -> CompressReport:
+             target_size=None, best_effort: bool = False, lod=None) -> CompressReport:
     """Compress one PLY scene into a ``.sundae`` bundle; returns a :class:`CompressReport`.
 
     ``ratio`` (0 < r ≤ 1) or ``count`` sets the number of Gaussians kept (default ratio 0.1).
@@ -491,6 +499,9 @@ def compress(input, output=None, *, ratio: Optional[float] = None, count: Option
     ``target_psnr`` (dB) or ``target_size`` (bytes, or a text like ``"200KB"``) replace ``ratio`` /
     ``count``: the budget and codec preset are searched (:func:`compress_to_target`); an unreachable
     PSNR target raises :class:`SundaeError` and writes nothing unless ``best_effort``.
+    ``lod`` (``"0.01,0.05,0.2"`` or a list of ratios) writes one bundle holding a level-of-detail
+    ladder instead, one level per ratio (:func:`_compress_ladder`, decisions in :mod:`sundae_compress.lod`;
+    every level is evaluated, ``report.levels``).
     """
     from .io.bundle import write_bundle
     from .io.formats import FORMATS, resolve_format, write_scene
@@ -500,6 +511,17 @@ def compress(input, output=None, *, ratio: Optional[float] = None, count: Option
     t0 = time.perf_counter()
     input = Path(input)
     fmt = resolve_format(output, format)
+    if lod is not None:
+        from .lod import check_options
+
+        if target_psnr is not None or target_size is not None:
+            raise SundaeError("--lod takes one ratio per level; it cannot be combined with --target-psnr / "
+                              "--target-size")
+        check_options(fmt=fmt, finetune_options=finetune_options, ratio=ratio, count=count)
+        return _compress_ladder(input, output, lod, gamma=gamma, method=method, merge=merge, finetune=finetune,
+                               sh_degree=sh_degree, strict=strict, overwrite=overwrite, settings=settings,
+                               cameras=cameras, images=images, finetune_options=finetune_options, seed=seed,
+                               notify=notify, quality=quality, evaluate=evaluate)
     output = Path(output) if output is not None else default_output_path(input, fmt)
     if not FORMATS[fmt].carries_net and finetune:
         opts = dict(finetune_options or {})
@@ -719,25 +741,156 @@ def compress_to_target(report: CompressReport, gs: GaussianSet, target, *, t0: f
     return report
 
 
-def load_bundle(path):
-    """Read a ``.sundae`` bundle (see :func:`sundae_compress.io.bundle.read_bundle`)."""
+# ----------------------------------------------------------------------------------------------
+# level-of-detail ladders (``compress(lod=...)``; decisions and measurements in lod.py)
+# ----------------------------------------------------------------------------------------------
+def _compress_ladder(input, output, lod, *, gamma: float = 0.5, method: str = "spectral", merge="auto",
+                    finetune: bool = True, sh_degree=None, strict: bool = False, overwrite: bool = False,
+                    settings=None, cameras=None, images=None, finetune_options=None, seed: int = 0,
+                    notify=None, quality: Optional[str] = None, evaluate: Optional[bool] = None):
+    """:func:`sundae_compress.compress` with ``lod``: one ladder bundle (format version 3), one
+    level per ratio, coarse first. Returns a :class:`~sundae_compress.CompressReport` whose
+    ``levels`` lists every level (count, bytes, prefix bytes, novel / worst / near PSNR, seconds) and
+    whose top-level figures are the finest level's. ``evaluate`` (default on) measures every level."""
+    from .io.ladder import decoded_levels, encode_level, write_ladder
+    from .lod import fidelity_entry, level_counts, level_settings, parse_lod
+
+    say = notify or (lambda _msg: None)
+    t0 = time.perf_counter()
+    input = Path(input)
+    ratios = parse_lod(lod)
+    output = Path(output) if output is not None else default_bundle_path(input)
+    if input.is_file() and _is_bundle(input):
+        load_scene(input)  # the one-line "is a bundle, not a PLY" error
+    _check_output(output, overwrite, source=input)
+    for k in range(len(ratios)):
+        level_settings(quality, settings, k, len(ratios))
+    views = training_views(input, cameras=cameras, images=images) if finetune else None
+    report = CompressReport(input=str(input), output=str(output), method=method, format="sundae")
+
+    t = time.perf_counter()
+    gs = load_scene(input, strict=strict, sh_degree=sh_degree)
+    report.stages["read"] = time.perf_counter() - t
+    report.source_count = int(gs.meta.get("source_count", len(gs)))
+    report.valid_count = len(gs)
+    report.dropped_rows = int(gs.meta.get("dropped_rows", 0))
+    report.ignored_properties = list(gs.meta.get("ignored_properties", []))
+    report.bytes_in = int(gs.meta.get("source_bytes", os.path.getsize(input)))
+    if report.dropped_rows:
+        say(f"dropped {report.dropped_rows:,} rows with NaN/Inf values")
+    unexpected = [p for p in report.ignored_properties if p not in STANDARD_UNUSED_PROPERTIES]
+    if unexpected:
+        say(f"ignored properties: {', '.join(unexpected)}")
+    counts = level_counts(ratios, len(gs))
+    report.merge = resolve_merge(merge, len(gs))
+    if finetune:
+        report.cameras = views.source
+        say(views.source)
+
+    encoded = []
+    for k, (r, n) in enumerate(zip(ratios, counts)):
+        t = time.perf_counter()
+        say(f"level {k} of {len(ratios)}: ratio {r:g}, {n:,} Gaussians")
+        s, preset = level_settings(quality, settings, k, len(ratios))
+        kept, ft_summary, stages = _ladder_level(gs, n, method=method, gamma=gamma, merge=report.merge,
+                                                    seed=seed, finetune=finetune, views=views,
+                                                    finetune_options=finetune_options, settings=s)
+        for name, sec in stages.items():
+            report.stages[name] = report.stages.get(name, 0.0) + sec
+        tw = time.perf_counter()
+        pipeline = {"ratio": r, "count": n, "quality": preset,
+                    "method": None if report.merge == "collapse" else method, "gamma": gamma,
+                    "merge": report.merge, "finetune": ft_summary or None}
+        encoded.append(encode_level(kept, s, info={"pipeline": pipeline}))
+        report.stages["encode"] = report.stages.get("encode", 0.0) + time.perf_counter() - tw
+        report.levels.append({"level": k, "ratio": r, "count": n, "quality": preset,
+                              "seconds": round(time.perf_counter() - t, 2)})
+        if ft_summary:
+            report.levels[-1]["finetune"] = ft_summary
+    report.kept_count = counts[-1]
+    report.finetune = report.levels[-1].get("finetune") or {}
+
+    if evaluate is None or evaluate:
+        t = time.perf_counter()
+        near, novel, _ = evaluation_views(gs, input, cameras=cameras)
+        from .evaluate import evaluate_view_sets
+
+        refs: Dict[str, list] = {}
+        for k, (lv, dec) in enumerate(zip(encoded, decoded_levels(encoded))):
+            res = evaluate_view_sets(gs, dec, {"near": near, "novel": novel}, references=refs)
+            lv.info["fidelity"] = fidelity_entry(res)
+            report.levels[k].update(lv.info["fidelity"])
+            if k == len(encoded) - 1:
+                report.fidelity = res
+        report.stages["evaluate"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    info = {"source": {"file": input.name, "bytes": report.bytes_in, "count": report.source_count,
+                       "valid": report.valid_count, "dropped_rows": report.dropped_rows},
+            "pipeline": {"lod": ratios, "counts": counts, "quality": quality, "levels": "independent"}}
+    stats = write_ladder(output, encoded, info=info)
+    report.stages["write"] = time.perf_counter() - t
+    for entry, st in zip(report.levels, stats.levels):
+        entry.update(bytes=st["bytes"], prefix_bytes=st["prefix_bytes"])
+    report.bytes_out = stats.file_bytes
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def _ladder_level(gs, n: int, *, method, gamma, merge, seed, finetune, views, finetune_options, settings):
+    """One level's Gaussians: prune the original to ``n`` (and fine-tune), as ``--ratio`` does.
+    Returns (GaussianSet, fine-tuning summary or {}, seconds per stage)."""
+    stages: Dict[str, float] = {}
+    t = time.perf_counter()
+    if not finetune:
+        kept = _prune(gs, n, method, gamma, merge, seed)
+        stages["prune"] = time.perf_counter() - t
+        return kept, {}, stages
+    from .compensate.config import FinetuneConfig
+    from .compensate.train import finetune as run_finetune
+
+    opts = dict(finetune_options or {})
+    pruned = _prune(gs, n, method, gamma, merge, seed) if not opts.get("prune_schedule") else gs
+    stages["prune"] = time.perf_counter() - t
+    t = time.perf_counter()
+    cfg = FinetuneConfig.build(seed=seed, target_count=n, **opts)
+    hooks = finetune_hooks(settings, method=method, gamma=gamma, merge=merge, seed=seed)
+    result = run_finetune(gs, pruned, cfg, cameras=views.cameras, images=views.images, hooks=hooks)
+    stages["finetune"] = time.perf_counter() - t
+    return result.gaussians, result.summary(), stages
+
+
+def load_bundle(path, level: Optional[int] = None):
+    """Read a ``.sundae`` bundle (see :func:`sundae_compress.io.bundle.read_bundle`); ``level``
+    picks a level of a level-of-detail ladder (0 = coarsest, default the finest)."""
     from .io.bundle import read_bundle
 
-    return read_bundle(path)
+    return read_bundle(path, level=level)
 
 
-def load_for_render(path):
+def load_for_render(path, level: Optional[int] = None):
     """A PLY or a ``.sundae`` bundle → ``(GaussianSet, postprocess)``, where ``postprocess`` maps a
-    render to the final RGB through the bundle's compensation net (None when there is none)."""
+    render to the final RGB through the bundle's compensation net (None when there is none).
+    ``level``: a level of a ladder bundle (default the finest; :func:`level_note` says which one
+    was used); only bundles have levels."""
     path = Path(path)
     if not path.exists():
         raise SundaeError(f"{path}: no such file")
     if not _is_bundle(path):
+        if level is not None:
+            raise SundaeError(f"{path} is not a .sundae bundle: --level picks a level of a bundle")
         return load_scene(path), None  # PLY, compressed PLY, spz or SOG
     from .compensate import postprocess_from_bundle
 
-    b = load_bundle(path)
+    b = load_bundle(path, level=level)
     return b.gaussians, postprocess_from_bundle(b)
+
+
+def level_note(gs: GaussianSet, path) -> Optional[str]:
+    """One line saying which level of a ladder bundle a command uses (None if it has one level)."""
+    from .lod import level_note as note
+
+    return note(gs, path)
 
 
 def check_image_folder(path, create: bool = False) -> Path:
@@ -762,13 +915,14 @@ def check_image_folder(path, create: bool = False) -> Path:
 
 def decompress(bundle_path, output=None, *, overwrite: bool = False,
                overwrite_source: bool = False, format: Optional[str] = None,
-               notify: Notify = None) -> GaussianSet:
+               notify: Notify = None, level: Optional[int] = None) -> GaussianSet:
     """Decode a bundle's Gaussians into a standard 3DGS PLY that any viewer opens (default name
     :func:`default_decoded_path`), or (``format``, default from the output's extension) a
     ``.compressed.ply`` / ``.spz`` / ``.sog``. ``overwrite`` replaces an existing file, except the
     bundle's own recorded source scene (:func:`recorded_source`), which needs ``overwrite_source`` too.
     None of those formats can carry a compensation net: when the bundle has one, ``notify`` gets
-    one line saying so."""
+    one line saying so. ``level``: which level of a ladder bundle (default the finest; ``notify``
+    gets one line naming it)."""
     from .io.formats import resolve_format, write_scene
 
     fmt = resolve_format(output, format) if (output is not None or format is not None) else "ply"
@@ -779,7 +933,9 @@ def decompress(bundle_path, output=None, *, overwrite: bool = False,
     if _same_file(output, Path(bundle_path)):
         raise SundaeError(f"{output} is the bundle itself; choose another output name")
     _check_output(output, overwrite)
-    b = load_bundle(bundle_path)
+    b = load_bundle(bundle_path, level=level)
+    if notify is not None and level_note(b.gaussians, bundle_path):
+        notify(level_note(b.gaussians, bundle_path))
     if recorded_source(output, b.header.get("source")) and not overwrite_source:
         raise SundaeError(f"{output} looks like the source scene {bundle_path} was made from "
                           f"(recorded in the bundle); refusing to replace it with the decoded scene "

@@ -132,6 +132,10 @@ def _method_choices():
 @click.option("--images", type=click.Path(path_type=Path), help="Folder of training photos matching --cameras (instead of distillation).")
 @click.option("--quality", type=click.Choice(["max", "high", "medium", "low"], case_sensitive=False), default=None,
               help="Codec rate-distortion preset (default medium).")
+@click.option("--lod", default=None, metavar="R1,R2,...",
+              help="Level-of-detail ladder: one bundle holding one level per ratio, e.g. 0.01,0.05,0.2 "
+                   "(coarse levels first, each readable before the rest of the file arrives; levels below "
+                   "the finest use the next lower --quality). Instead of --ratio; every level is evaluated.")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Random seed of selection, generated views and fine-tuning (same seed, same bundle).")
 @click.option("--sh-degree", type=click.IntRange(0, 3), help="Drop SH bands above this degree.")
@@ -149,7 +153,7 @@ def _method_choices():
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @guarded
 def compress_main(input, output, ratio, count, target_psnr, target_size, best_effort, gamma, method, merge, merge_mode, finetune, net, iterations,
-                  resolution, features, prune_schedule, cameras, images, quality, seed, sh_degree, strict, overwrite,
+                  resolution, features, prune_schedule, cameras, images, quality, lod, seed, sh_degree, strict, overwrite,
                   fmt, jobs, do_eval, scheduler, quiet, as_json):
     """Compress a 3DGS PLY (or a folder of scenes, local or an fsspec URL) into a .sundae bundle."""
     from . import storage
@@ -176,6 +180,13 @@ def compress_main(input, output, ratio, count, target_psnr, target_size, best_ef
     targets = {k: v for k, v in dict(target_psnr=target_psnr, target_size=target_size).items() if v is not None}
     if best_effort:
         targets["best_effort"] = True
+    if lod is not None:
+        from .io.formats import resolve_format
+        from .lod import check_options, parse_lod
+
+        parse_lod(lod)  # a bad --lod fails before any work
+        check_options(fmt=resolve_format(None, fmt) if storage.isdir(input) else resolve_format(output, fmt),
+                      finetune_options=ft_opts, ratio=ratio, count=count)
     if storage.isdir(input):
         from .batch import run_batch
 
@@ -183,7 +194,7 @@ def compress_main(input, output, ratio, count, target_psnr, target_size, best_ef
             raise SundaeError("batch mode needs -o OUTDIR")
         batch = dict(ratio=ratio, count=count, gamma=gamma, method=method, merge=merge_arg, finetune=finetune,
                      finetune_options=ft_opts, sh_degree=sh_degree, strict=strict, overwrite=overwrite,
-                     evaluate=do_eval, seed=seed, as_json=as_json, format=fmt, quality=quality, **targets)
+                     evaluate=do_eval, seed=seed, as_json=as_json, format=fmt, quality=quality, lod=lod, **targets)
         if scheduler is None:
             result = run_batch(input, output, jobs=jobs, **batch)
         else:
@@ -205,22 +216,31 @@ def compress_main(input, output, ratio, count, target_psnr, target_size, best_ef
     report = compress(input, output, ratio=ratio, count=count, gamma=gamma, method=method, merge=merge_arg,
                       finetune=finetune, sh_degree=sh_degree, strict=strict, overwrite=overwrite,
                       cameras=cameras, images=images, finetune_options=ft_opts, seed=seed, notify=info,
-                      format=fmt, quality=quality, evaluate=True if do_eval else None, **targets)
+                      format=fmt, quality=quality, evaluate=True if do_eval else None, lod=lod, **targets)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
     else:
         click.echo(report.summary())
+        if report.levels:
+            from .lod import format_level_line
+
+            for lv in report.levels:
+                click.echo(format_level_line(lv))
 
 
 # ----------------------------------------------------------------------------------------------
 # sundae-inspect / sundae-decompress
 # ----------------------------------------------------------------------------------------------
+_LEVEL_HELP = ("Level of a level-of-detail ladder bundle (--lod): 0 = coarsest; default the finest "
+               "(the command says which level it used; sundae-inspect lists them).")
+
 @command
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @guarded
 def inspect_main(bundle, as_json):
-    """Report what a .sundae bundle holds: counts, bounds, bytes per section, net."""
+    """Report what a .sundae bundle holds: counts, bounds, bytes per section, net; for a
+    level-of-detail ladder, every level with its count, bytes and measured novel-view PSNR."""
     from .io.bundle import inspect_bundle  # numpy + zstandard only: no torch for a size report
 
     d = inspect_bundle(bundle)
@@ -290,6 +310,26 @@ def format_target(t: dict) -> str:
     return line
 
 
+def format_levels(levels) -> list:
+    """The level table of a ladder bundle (``sundae-inspect``): count, own bytes, the prefix of the
+    file that decodes the level, codec preset and the novel-view PSNR measured when it was written."""
+    lines = [f"  {'level':<7}{'Gaussians':>11}{'bytes':>12}{'prefix':>12}{'bits/G':>9}  {'quality':<8}"
+             f"{'novel PSNR':>11}{'worst':>8}  ratio"]
+    for lv in levels:
+        fid = lv.get("fidelity") or {}
+        p = lv.get("pipeline") or {}
+        novel = f"{fid['novel_psnr']:.2f} dB" if isinstance(fid.get("novel_psnr"), (int, float)) else "-"
+        worst = f"{fid['worst_psnr']:.2f}" if isinstance(fid.get("worst_psnr"), (int, float)) else "-"
+        ratio = f"{p['ratio']:g}" if isinstance(p.get("ratio"), (int, float)) else "?"
+        base = f" (+ level {lv['base']})" if lv.get("base") is not None else ""
+        lines.append(f"  {lv['level']:<7}{lv['count']:>11,}{lv['bytes']:>12,}{lv['prefix_bytes']:>12,}"
+                     f"{(lv.get('bits_per_gaussian') or 0):>9.2f}  {str(p.get('quality') or '-'):<8}"
+                     f"{novel:>11}{worst:>8}  {ratio}{base}")
+    lines.append("  (level 0 = coarsest; a reader decodes level k from the first 'prefix' bytes of the file; "
+                 "--level k in render / decompress / eval)")
+    return lines
+
+
 def format_inspect(d: dict) -> str:
     """Human-readable table of :func:`~sundae_compress.io.bundle.inspect_bundle`'s dict."""
     lines = [f"{d['path']}  (.sundae v{d['format_version']}, {d.get('created_by') or '?'})",
@@ -309,6 +349,9 @@ def format_inspect(d: dict) -> str:
         valid = f"{src['valid']:,}" if isinstance(src.get("valid"), int) else "?"
         lines.append(f"  source         {src.get('file') or '?'}: {nbytes}, {count} Gaussians ({valid} valid)"
                      + (f", ratio {src['compression_ratio']}x" if "compression_ratio" in src else ""))
+    if d.get("levels"):
+        lines.append("")
+        lines.extend(format_levels(d["levels"]))
     lines.append("")
     lines.append(f"  {'section':<12}{'bytes':>12}{'raw':>12}{'share':>8}{'bits/G':>9}  codec")
     lines.append(f"  {'header':<12}{d['header_bytes']:>12,}{'':>12}{d['header_bytes'] / d['file_bytes']:>8.1%}"
@@ -342,7 +385,11 @@ def format_inspect(d: dict) -> str:
                      + (f"; {extra}" if extra else ""))
     else:
         lines.append("  net            none")
-    if d.get("pipeline"):
+    if d.get("levels"):
+        lines.append(f"  pipeline       {len(d['levels'])} independent levels (--lod "
+                     f"{','.join(format((lv.get('pipeline') or {}).get('ratio', 0), 'g') for lv in d['levels'])}); "
+                     f"finest: " + format_pipeline(d["levels"][-1].get("pipeline") or {}))
+    elif d.get("pipeline"):
         lines.append("  pipeline       " + format_pipeline(d["pipeline"]))
     return "\n".join(lines)
 
@@ -358,8 +405,9 @@ def format_inspect(d: dict) -> str:
 @click.option("--overwrite-source", is_flag=True,
               help="Also allow replacing the scene this bundle was made from (its name or size is recorded "
                    "in the bundle) with the decoded, smaller scene.")
+@click.option("--level", type=int, default=None, help=_LEVEL_HELP)
 @guarded
-def decompress_main(bundle, output, fmt, overwrite, overwrite_source):
+def decompress_main(bundle, output, fmt, overwrite, overwrite_source, level):
     """Decode a .sundae bundle into a standard 3DGS PLY (default BUNDLE.decoded.ply), or a compressed
     PLY, .spz or .sog."""
     from .api import decompress, default_decoded_path
@@ -367,7 +415,7 @@ def decompress_main(bundle, output, fmt, overwrite, overwrite_source):
 
     output = output or default_decoded_path(bundle, resolve_format(None, fmt or "ply"))
     gs = decompress(bundle, output, overwrite=overwrite or overwrite_source, overwrite_source=overwrite_source,
-                    format=fmt, notify=info)
+                    format=fmt, notify=info, level=level)
     click.echo(f"{bundle.name}: {len(gs):,} Gaussians → {output}")
 
 
@@ -386,17 +434,20 @@ _CAMERAS_HELP = ("cameras.json / transforms.json, or 'orbit' for generated views
               help="Number of views (default: 8 generated, or all of the camera file).")
 @click.option("--size", default=None, help="Image size WxH (default 320x240, or the camera file's).")
 @click.option("--up", default=None, help="Up axis for generated views, e.g. +z or -y (default: detected).")
+@click.option("--level", type=int, default=None, help=_LEVEL_HELP)
 @click.option("--quiet", is_flag=True, help="No progress output.")
 @guarded
-def render_main(input, output, cameras, views, size, up, quiet):
+def render_main(input, output, cameras, views, size, up, level, quiet):
     """Render a PLY or .sundae to PNGs plus a contact sheet."""
     if quiet:
         set_quiet(True)
-    from .api import check_image_folder, choose_views, load_for_render
+    from .api import check_image_folder, choose_views, level_note, load_for_render
 
     size = _parse_size(size)
     check_image_folder(output)  # a bad -o fails now, not after rendering
-    gs, post = load_for_render(input)
+    gs, post = load_for_render(input, level=level)
+    if level_note(gs, input):
+        info(level_note(gs, input))
     chosen = choose_views(gs, input, cameras=cameras, views=views, size=size, up=up)
     check_image_folder(output, create=True)
     info(chosen.source)
@@ -422,9 +473,11 @@ def render_main(input, output, cameras, views, size, up, quiet):
                    "4 worst novel views (default: none).")
 @click.option("--json", "as_json", is_flag=True, help="Print only the machine-readable result (per-view and mean "
                                                         "PSNR / SSIM) as JSON.")
+@click.option("--level", type=int, default=None, help="Level of the CANDIDATE when it is a ladder bundle (--lod): "
+                                                     "0 = coarsest; default the finest (said on stderr and in --json).")
 @click.option("--quiet", is_flag=True, help="No progress output.")
 @guarded
-def eval_main(original, candidate, cameras, views, size, up, output, as_json, quiet):
+def eval_main(original, candidate, cameras, views, size, up, output, as_json, level, quiet):
     """Compare a candidate (.ply or .sundae) with the original: PSNR / SSIM on views near the
     training distribution (held-out views of a camera file, or generated), on novel views the
     trainer never samples, and the worst single novel view."""
@@ -443,9 +496,12 @@ def eval_main(original, candidate, cameras, views, size, up, output, as_json, qu
     near, novel, source = ev
     info(source)
     sets = {"near": near, "novel": novel}
-    result = evaluate_output(orig, candidate, near, novel, side_by_side_path=output, labels=ev.labels)
+    result = evaluate_output(orig, candidate, near, novel, side_by_side_path=output, labels=ev.labels,
+                             level=level)
     result["cameras"] = source
     result["warnings"] = [warning] if warning else []
+    if result.get("level_note"):
+        info(result["level_note"])
     if as_json:
         click.echo(json.dumps(result, indent=2))
     else:

@@ -184,19 +184,25 @@ def view_sets(original_gs, *, real_cameras: Optional[Sequence[Camera]] = None,
 def evaluate_view_sets(original_gs, candidate_gs, sets: Dict[str, Sequence[Camera]], *,
                        postprocess: Optional[Postprocess] = None,
                        side_by_side_path: Optional[Union[str, Path]] = None, max_sheet_views: int = 4,
-                       progress: bool = False, **kw) -> Dict:
+                       progress: bool = False, references: Optional[Dict[str, list]] = None, **kw) -> Dict:
     """Score ``candidate_gs`` (+ ``postprocess``) against ``original_gs`` on each view set.
 
     Returns ``{set name: {psnr, ssim, n_views, views: [...], worst: {...}}, ..., "worst": the
     lowest-PSNR view of the novel set (else of the last set), "psnr": the novel-set mean}``. With
-    ``side_by_side_path``, one PNG stacks original | candidate | error for the worst views."""
+    ``side_by_side_path``, one PNG stacks original | candidate | error for the worst views.
+    ``references``: a dict that keeps the original's renders per set name (filled on the first call),
+    so scoring several candidates against one original renders it once."""
     out: Dict = {"lpips": None, "lpips_note": "unavailable: no LPIPS weights available offline",
                  "n_gaussians_original": _count(original_gs), "n_gaussians_candidate": _count(candidate_gs)}
     worst_imgs = []
     for name, cams in sets.items():
         cams = list(cams)
         label = f"rendering {name} views" if progress else None
-        ref = render_views(original_gs, cams, progress=label, **kw)
+        ref = references.get(name) if references is not None else None
+        if ref is None:
+            ref = render_views(original_gs, cams, progress=label, **kw)
+            if references is not None:
+                references[name] = ref
         cand = render_views(candidate_gs, cams, postprocess=postprocess, progress=label, **kw)
         r = _compare(original_gs, candidate_gs, cams, ref, cand)
         for key in ("lpips", "lpips_note", "n_gaussians_original", "n_gaussians_candidate"):

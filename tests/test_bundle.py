@@ -16,7 +16,7 @@ from sundae_compress.codec import CodecSettings, morton_sort
 from sundae_compress.errors import BundleError, SundaeError
 from sundae_compress.io import bundle as bmod
 from sundae_compress.cli import format_inspect
-from sundae_compress.io.bundle import MAGIC, NET_SECTION, VERSION, inspect_bundle, read_bundle, write_bundle
+from sundae_compress.io.bundle import MAGIC, NET_SECTION, READ_VERSIONS, VERSION, inspect_bundle, read_bundle, write_bundle
 from sundae_compress.io.ply import read_ply
 
 from conftest import make_tiny_scene
@@ -128,8 +128,8 @@ def test_wrong_magic_and_future_version(small_bundle, tmp_path):
     q.write_bytes(b"ply\nformat binary_little_endian 1.0\n" + data[36:])
     with pytest.raises(BundleError, match="not a .sundae bundle"):
         read_bundle(q)
-    q.write_bytes(data[:8] + struct.pack("<I", VERSION + 1) + data[12:])
-    with pytest.raises(BundleError, match=f"version {VERSION + 1} is newer"):
+    q.write_bytes(data[:8] + struct.pack("<I", max(READ_VERSIONS) + 1) + data[12:])
+    with pytest.raises(BundleError, match=f"version {max(READ_VERSIONS) + 1} is newer"):
         read_bundle(q)
     with pytest.raises(BundleError, match="no such file"):
         read_bundle(tmp_path / "missing.sundae")
