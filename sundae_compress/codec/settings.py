@@ -8,6 +8,9 @@ from dataclasses import dataclass
 from .morton import MAX_BITS
 
 SCALAR_MODES = ("linear", "codebook")
+#: DC colour modes: the scalar modes, or ``step`` (v3 default): a uniform step ``color_step`` in the
+#: orthonormal colour basis (:data:`sundae_compress.codec.sections.COLOR_BASIS`).
+COLOR_MODES = SCALAR_MODES + ("step",)
 #: ``scalar``: each SH-rest coefficient rounded to a multiple of its band's step (v2 default; no
 #: k-means, so encoding is fast); ``vq``: one k-means codebook over whole SH-rest vectors (v1).
 SH_MODES = ("scalar", "vq")
@@ -23,9 +26,12 @@ class CodecSettings:
     scale_bits/mode    log-scales: ``codebook`` (one 1-D k-means table of 2**bits entries shared by
                        the three axes) or ``linear`` (per-axis min/max)
     opacity_bits/mode  opacity, quantised as alpha = sigmoid(logit) in [0, 1]
-    color_bits/mode    DC colour (SH band 0), like the scales
+    color_bits/mode    DC colour (SH band 0): ``linear`` / ``codebook`` like the scales (color_bits), or
+                       ``step`` (v3): uniform steps of ``color_step`` in the orthonormal colour basis
+    color_step         step mode: quantisation step of the DC coefficients (same units as the SH steps)
     sh_mode            ``scalar`` (per-band uniform steps, v2) or ``vq`` (k-means codebook, v1)
-    sh_step1..3        scalar mode: quantisation step of the SH coefficients of band 1, 2, 3
+    sh_step1..3        scalar mode: quantisation step of the SH coefficients of band 1, 2, 3 (v3: in
+                       the orthonormal colour basis, v2: per RGB channel)
     sh_codebook_size   entries of the SH-rest vector-quantisation codebook (capped by N); 0 = auto:
                        one per 8 Gaussians, 256..4096 (sections.sh_codebook_entries)
     sh_codebook_bits   bits per codebook value (linear per dimension)
@@ -42,7 +48,8 @@ class CodecSettings:
     opacity_bits: int = 6
     opacity_mode: str = "linear"
     color_bits: int = 6
-    color_mode: str = "codebook"
+    color_mode: str = "step"
+    color_step: float = 0.1
     sh_mode: str = "scalar"
     sh_step1: float = 0.07
     sh_step2: float = 0.07
@@ -65,14 +72,15 @@ class CodecSettings:
         rng("rotation_bits", 4, 16)
         for a in ("scale", "opacity", "color"):
             rng(f"{a}_bits", 2, 16)
-            if getattr(self, f"{a}_mode") not in SCALAR_MODES:
-                raise ValueError(f"codec setting {a}_mode must be one of {SCALAR_MODES}")
+            modes = COLOR_MODES if a == "color" else SCALAR_MODES
+            if getattr(self, f"{a}_mode") not in modes:
+                raise ValueError(f"codec setting {a}_mode must be one of {modes}")
         if self.sh_mode not in SH_MODES:
             raise ValueError(f"codec setting sh_mode must be one of {SH_MODES}")
-        for b in (1, 2, 3):
-            v = getattr(self, f"sh_step{b}")
+        for name in ("sh_step1", "sh_step2", "sh_step3", "color_step"):
+            v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not 1e-4 <= v <= 4.0:
-                raise ValueError(f"codec setting sh_step{b}={v!r} must be a number in 0.0001..4")
+                raise ValueError(f"codec setting {name}={v!r} must be a number in 0.0001..4")
         rng("sh_codebook_size", 0, 1 << 24)
         rng("sh_codebook_bits", 4, 16)
         rng("sh_iters", 0, 100)

@@ -3,7 +3,7 @@
 Layout (full spec: ``formats/SUNDAE.md``)::
 
     0       8 bytes   magic  b"\\x89SUNDAE\\n"
-    8       uint32    format version (2; version 1 files are still read)
+    8       uint32    format version (3; version 1 and 2 files are still read)
     12      uint32    H = header length
     16      H bytes   header, UTF-8 JSON (counts, codec meta, section table, source, pipeline, net)
     16+H    uint32    CRC-32 of bytes [0, 16+H)
@@ -34,12 +34,14 @@ from .atomic import atomic_write
 
 MAGIC = b"\x89SUNDAE\n"
 #: Format version written; readers accept every version in :data:`READ_VERSIONS` (v1: SH by k-means
-#: only; v2: adds the scalar per-band SH mode and the ``codec.version`` key).
-VERSION = 2
+#: only; v2: adds the scalar per-band SH mode and the ``codec.version`` key; v4: colour coded in an
+#: orthonormal colour basis, DC by uniform steps). Version 3 is the level-of-detail ladder.
+VERSION = 4
 #: Format version of a level-of-detail ladder (several levels in one file, coarse first; see
-#: :mod:`sundae_compress.io.ladder`). Single-level bundles are still written as :data:`VERSION`.
+#: :mod:`sundae_compress.io.ladder`; its levels keep codec layout 2). Single-level bundles are
+#: written as :data:`VERSION`.
 LADDER_VERSION = 3
-READ_VERSIONS = (1, 2, 3)
+READ_VERSIONS = (1, 2, 3, 4)
 #: Fixed prefix: magic, version, header length.
 PREFIX = struct.Struct("<8sII")
 #: Longest header a reader accepts.
