@@ -1,138 +1,153 @@
-"""Bundle sizes per section and decode error on the shared scenes, next to PlayCanvas SOG.
+"""Bundle bytes per section and novel-view fidelity of 10 % bundles: codec v1 vs v2 vs v3 (default).
 
-Usage: python benchmarks/bench_sizes.py [--psnr] [--scenes donut guitar playbot_125k] [--sog-dir DIR]
+Usage: python benchmarks/bench_sizes.py [--scenes donut guitar playbot_125k] [--no-whole]
 
-Writes benchmarks/results/sizes.json and sizes.md. SOG sizes come from files made with
-``splat-transform -g cpu IN.ply OUT.sog`` (@playcanvas/splat-transform) in ``--sog-dir`` when present,
-else from the figures recorded below. ``--psnr`` also runs the independent reference renderer
-(/work/shared/tools/refrender.py, 6 orbit views at 320x240; slow on CPU) on the decoded scene.
+Writes benchmarks/results/sizes.json and sizes.md. Each scene is pruned to 10 % exactly as
+``sundae-compress SCENE --ratio 0.1 --no-finetune`` does (spectral selection + collapse merge), then the
+same pruned Gaussians are written three ways:
+
+* v1 — the v1 codec with its old defaults (format 1: k-means SH codebook, 6-bit colour codebook,
+  16-bit positions, 8-bit scales, zstd 19), as written by the code before codec v2;
+* v2 — the default (``medium``) preset coded as format 2 (RGB colour: colour codebook, SH per RGB channel);
+* v3 — the default preset as written now (format 3: colour in the orthonormal colour basis).
+
+Each decoded bundle is rendered with the project's renderer on the evaluation views of
+:func:`sundae_compress.evaluate.view_sets` (near views and the 12 novel views at 480x360) and scored
+against the source scene; ``codec only`` scores the same novel renders against the unquantised pruned
+scene (what the codec alone loses). ``--no-whole`` skips the whole-scene byte table (PSNR of whole
+scenes: rate_distortion.md). Nothing here is timed.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import subprocess
+import os
+import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sundae_compress.codec import CodecSettings, morton_sort  # noqa: E402
+from sundae_compress.api import prune_scene  # noqa: E402
+from sundae_compress.codec import CodecSettings, quality_settings  # noqa: E402
+from sundae_compress.evaluate import evaluate_view_sets, view_sets  # noqa: E402
 from sundae_compress.io.bundle import inspect_bundle, read_bundle, write_bundle  # noqa: E402
-from sundae_compress.io.ply import read_ply, write_ply  # noqa: E402
+from sundae_compress.io.ply import read_ply  # noqa: E402
 
 ASSETS = ROOT.parent / "shared" / "assets"
-REFRENDER = ROOT.parent / "shared" / "tools" / "refrender.py"
-#: SOG sizes measured with splat-transform v2.7.1 (-g cpu) when the tool is not at hand.
-SOG_BYTES = {"guitar": 1_196_155, "donut": 635_846}
+SECTIONS = ["means", "quats", "scales", "opacities", "sh_dc", "sh_rest"]
+#: The v1 codec's defaults before codec v2 (commit 736f832).
+V1_SETTINGS = CodecSettings(position_bits=16, rotation_bits=7, scale_bits=8, scale_mode="linear", opacity_bits=6,
+                            opacity_mode="linear", color_bits=6, color_mode="codebook", sh_mode="vq",
+                            sh_codebook_size=0, sh_codebook_bits=8, sh_iters=8, zstd_level=19)
+CODINGS = [("v1", V1_SETTINGS, 1), ("v2", quality_settings(), 2), ("v3", quality_settings(), 3)]
 
 
-def angle_deg(a, b):
-    d = np.abs((a.astype(np.float64) * b.astype(np.float64)).sum(1))
-    return np.degrees(2 * np.arccos(np.clip(d, 0, 1)))
+def _sections(info, n):
+    return {s["name"]: round(8 * s["bytes"] / n, 2) for s in info["sections"]}
 
 
-def bench_scene(name, settings, sog_dir, psnr, tmp):
-    src = ASSETS / f"{name}.ply"
-    gs = read_ply(src)
-    out = Path(tmp) / f"{name}.sundae"
-    t = time.perf_counter()
-    stats = write_bundle(out, gs, settings=settings)
-    t_enc = time.perf_counter() - t
-    t = time.perf_counter()
-    b = read_bundle(out)
-    t_dec = time.perf_counter() - t
-    info = inspect_bundle(out)
-    o, _ = morton_sort(gs, settings)
-    d = b.gaussians
-    lo, hi = gs.bounds()
-    diag = float(np.linalg.norm(hi - lo))
-    sig = lambda x: 1 / (1 + np.exp(-x.astype(np.float64)))  # noqa: E731
-    err = {
-        "position_max_over_diagonal": float(np.linalg.norm(d.means - o.means, axis=1).max() / diag),
-        "rotation_mean_deg": float(angle_deg(o.quats, d.quats).mean()),
-        "rotation_max_deg": float(angle_deg(o.quats, d.quats).max()),
-        "log_scale_max": float(np.abs(d.scales - o.scales).max()),
-        "alpha_max": float(np.abs(sig(d.opacities) - sig(o.opacities)).max()),
-        "dc_rgb_rmse": float(np.sqrt(((d.sh[:, 0] - o.sh[:, 0]) ** 2).mean()) * 0.28209479),
-    }
-    if gs.sh_degree:
-        err["sh_rest_rmse"] = float(np.sqrt(((d.sh[:, 1:] - o.sh[:, 1:]) ** 2).mean()))
-        err["sh_rest_rms_of_data"] = float(np.sqrt((o.sh[:, 1:] ** 2).mean()))
-    sog = None
-    sog_file = Path(sog_dir) / f"{name}.sog" if sog_dir else None
-    if sog_file and sog_file.is_file():
-        sog = sog_file.stat().st_size
-    elif name in SOG_BYTES:
-        sog = SOG_BYTES[name]
-    row = {
-        "scene": name, "gaussians": len(gs), "sh_degree": gs.sh_degree, "source_bytes": src.stat().st_size,
-        "bundle_bytes": stats.file_bytes, "bits_per_gaussian": round(stats.bits_per_gaussian, 2),
-        "header_bytes": info["header_bytes"],
-        "sections": {s["name"]: {"bytes": s["bytes"], "bits_per_gaussian": s["bits_per_gaussian"]}
-                     for s in info["sections"]},
-        "sog_bytes": sog, "sog_bits_per_gaussian": round(8 * sog / len(gs), 2) if sog else None,
-        "encode_s": round(t_enc, 2), "decode_s": round(t_dec, 2), "errors": err,
-    }
-    if psnr:
-        dec_ply = Path(tmp) / f"{name}_decoded.ply"
-        write_ply(d, dec_ply)
-        r = subprocess.run([sys.executable, str(REFRENDER), str(src), str(dec_ply)], capture_output=True, text=True)
-        try:
-            row["refrender_psnr_db"] = list(json.loads(r.stdout.strip().splitlines()[-1]).values())[0]
-        except (ValueError, IndexError):
-            row["refrender_psnr_db"] = None
-    return row
+def _scores(r):
+    return {"near_db": round(r["near"]["psnr"], 2), "novel_db": round(r["novel"]["psnr"], 2),
+            "worst_db": round(r["worst"]["psnr"], 2)}
 
 
-def to_markdown(rows, settings):
-    names = ["means", "quats", "scales", "opacities", "sh_dc", "sh_rest"]
-    lines = ["# Full-scene bundle sizes (no pruning)", "",
-             "Generated by `benchmarks/bench_sizes.py`. Codec settings: "
-             + ", ".join(f"{k}={v}" for k, v in settings.to_dict().items()) + ".", "",
-             "| scene | Gaussians | bundle bytes | bits/G | SOG bits/G | " + " | ".join(names)
-             + " | header | PSNR vs source (dB) |",
-             "|---|---:|---:|---:|---:|" + "---:|" * len(names) + "---:|---:|"]
-    for r in rows:
-        secs = [f"{r['sections'][n]['bits_per_gaussian']:.2f}" if n in r["sections"] else "-" for n in names]
-        lines.append(f"| {r['scene']} | {r['gaussians']:,} | {r['bundle_bytes']:,} | {r['bits_per_gaussian']:.2f} | "
-                     f"{r['sog_bits_per_gaussian'] or '-'} | " + " | ".join(secs)
-                     + f" | {8 * r['header_bytes'] / r['gaussians']:.2f} | {r.get('refrender_psnr_db', '-')} |")
-    lines += ["", "Section columns are bits per Gaussian after zstd. Decode errors (decoded vs source, same order):", "",
-              "| scene | pos err / diag | rot mean / max (deg) | log-scale max | alpha max | DC RGB RMSE | SH rest RMSE (data RMS) | encode s | decode s |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for r in rows:
-        e = r["errors"]
-        sh = f"{e['sh_rest_rmse']:.4f} ({e['sh_rest_rms_of_data']:.3f})" if "sh_rest_rmse" in e else "-"
-        lines.append(f"| {r['scene']} | {e['position_max_over_diagonal']:.2e} | {e['rotation_mean_deg']:.2f} / "
-                     f"{e['rotation_max_deg']:.2f} | {e['log_scale_max']:.4f} | {e['alpha_max']:.4f} | "
-                     f"{e['dc_rgb_rmse']:.4f} | {sh} | {r['encode_s']} | {r['decode_s']} |")
-    return "\n".join(lines) + "\n"
+def bench_tenth(name, tmp):
+    gs = read_ply(ASSETS / f"{name}.ply")
+    small = prune_scene(gs, ratio=0.1)
+    sets = view_sets(gs)
+    rows = [{"scene": name, "coding": "pruned, unquantised", "kept": len(small),
+             **_scores(evaluate_view_sets(gs, small, sets))}]
+    print(json.dumps(rows[-1]), flush=True)
+    for label, s, version in CODINGS:
+        p = Path(tmp) / f"{name}_{label}.sundae"
+        st = write_bundle(p, small, settings=s, version=version)
+        dec = read_bundle(p).gaussians
+        info = inspect_bundle(p)
+        row = {"scene": name, "coding": label, "kept": len(small), "format": version, "bytes": st.file_bytes,
+               "bits_per_gaussian": round(st.bits_per_gaussian, 2), "header_bytes": info["header_bytes"],
+               "sections_bits": _sections(info, len(small)), **_scores(evaluate_view_sets(gs, dec, sets)),
+               "codec_only_novel_db": round(evaluate_view_sets(small, dec, {"novel": sets["novel"]})["psnr"], 2)}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    v1 = rows[1]["bytes"]
+    for r in rows[2:]:
+        r["change_vs_v1"] = round(r["bytes"] / v1 - 1, 4)
+    return rows
+
+
+def bench_whole(name, tmp):
+    gs = read_ply(ASSETS / f"{name}.ply")
+    rows = []
+    for label, s, version in CODINGS:
+        p = Path(tmp) / f"{name}_whole_{label}.sundae"
+        st = write_bundle(p, gs, settings=s, version=version)
+        rows.append({"scene": name, "coding": label, "gaussians": len(gs), "bytes": st.file_bytes,
+                     "bits_per_gaussian": round(st.bits_per_gaussian, 2),
+                     "sections_bits": _sections(inspect_bundle(p), len(gs))})
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def to_markdown(doc):
+    L = ["# Bundle sizes: codec v1 vs v2 vs v3 (default) at 10 % and on whole scenes", "",
+         f"Generated by `benchmarks/bench_sizes.py` ({doc['machine']}; wall {doc['wall_s']} s; nothing timed). "
+         "v1 = the v1 codec with its old defaults (format 1, k-means SH, zstd 19); v2 = the default `medium` "
+         "preset in format 2 (RGB colour); v3 = the default preset as written now (format 3, colour in an "
+         "orthonormal colour basis). v3 settings: "
+         + ", ".join(f"{k}={v}" for k, v in quality_settings().to_dict().items()) + ".", "",
+         "## 10 % bundles (`sundae-compress SCENE --ratio 0.1 --no-finetune`)", "",
+         "PSNR of the decoded bundle against the source scene (project renderer): near views, the 12 novel "
+         "views at 480x360 (mean and worst view); `codec only` = the novel views against the unquantised "
+         "pruned scene.", "",
+         "| scene | coding | bytes | vs v1 | bits/G | " + " | ".join(SECTIONS)
+         + " | header B | near dB | novel dB | worst dB | codec only dB |",
+         "|---|---|---:|---:|---:|" + "---:|" * len(SECTIONS) + "---:|---:|---:|---:|---:|"]
+    for r in doc["tenth"]:
+        if "bytes" not in r:
+            L.append(f"| {r['scene']} ({r['kept']:,} kept) | {r['coding']} | | | | " + " | " * len(SECTIONS)
+                     + f" {r['near_db']} | {r['novel_db']} | {r['worst_db']} | |")
+            continue
+        secs = [f"{r['sections_bits'][n]:.2f}" if n in r["sections_bits"] else "-" for n in SECTIONS]
+        ch = f"{100 * r['change_vs_v1']:+.1f} %" if "change_vs_v1" in r else ""
+        L.append(f"| {r['scene']} | {r['coding']} | {r['bytes']:,} | {ch} | {r['bits_per_gaussian']:.2f} | "
+                 + " | ".join(secs) + f" | {r['header_bytes']:,} | {r['near_db']} | {r['novel_db']} | "
+                 f"{r['worst_db']} | {r['codec_only_novel_db']} |")
+    if doc.get("whole"):
+        L += ["", "## Whole scenes (`--ratio 1 --no-finetune`): bytes only (PSNR per preset: rate_distortion.md)", "",
+              "| scene | coding | Gaussians | bytes | bits/G | " + " | ".join(SECTIONS) + " |",
+              "|---|---|---:|---:|---:|" + "---:|" * len(SECTIONS)]
+        for r in doc["whole"]:
+            secs = [f"{r['sections_bits'][n]:.2f}" if n in r["sections_bits"] else "-" for n in SECTIONS]
+            L.append(f"| {r['scene']} | {r['coding']} | {r['gaussians']:,} | {r['bytes']:,} | "
+                     f"{r['bits_per_gaussian']:.2f} | " + " | ".join(secs) + " |")
+    L += ["", "Section columns are bits per Gaussian after zstd."]
+    return "\n".join(L) + "\n"
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scenes", nargs="+", default=["donut", "guitar", "playbot_125k"])
-    ap.add_argument("--psnr", action="store_true", help="also render with refrender.py (slow)")
-    ap.add_argument("--sog-dir", default="/tmp/sog", help="folder with NAME.sog files made by splat-transform")
+    ap.add_argument("--no-whole", action="store_true")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     a = ap.parse_args()
-    settings = CodecSettings()
-    rows = []
+    t = time.perf_counter()
+    doc = {"machine": f"{os.cpu_count()} cores, {platform.platform()}", "tenth": [], "whole": []}
     with tempfile.TemporaryDirectory() as tmp:
         for name in a.scenes:
-            rows.append(bench_scene(name, settings, a.sog_dir, a.psnr, tmp))
-            print(json.dumps(rows[-1]), flush=True)
+            doc["tenth"] += bench_tenth(name, tmp)
+        if not a.no_whole:
+            for name in a.scenes:
+                doc["whole"] += bench_whole(name, tmp)
+    doc["wall_s"] = round(time.perf_counter() - t, 1)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "sizes.json").write_text(json.dumps({"settings": settings.to_dict(), "scenes": rows}, indent=2) + "\n")
-    (out / "sizes.md").write_text(to_markdown(rows, settings))
+    (out / "sizes.json").write_text(json.dumps(doc, indent=2) + "\n")
+    (out / "sizes.md").write_text(to_markdown(doc))
 
 
 if __name__ == "__main__":
