@@ -392,9 +392,10 @@ def _prune(gs: GaussianSet, count: int, method: str, gamma: float, merge: Option
     return prune(gs, count, method=method, gamma=gamma, merge=merge, seed=seed)
 
 
-def finetune_hooks(settings=None, *, method="spectral", gamma=0.5, merge=None, seed=0):
+def finetune_hooks(settings=None, *, method="spectral", gamma=0.5, merge=None, seed=0, codec_layout=None):
     """The pipeline stages fine-tuning calls: prune to a count (continuous pruning) and the codec
-    round trip decode(encode(gs)) with rows in ``gs``'s order (quantisation-aware polish)."""
+    round trip decode(encode(gs)) with rows in ``gs``'s order (quantisation-aware polish), in codec
+    layout ``codec_layout`` (default the one single-level bundles are written in; ladders: 2)."""
     from .compensate.config import Hooks
 
     def prune_to(gs: GaussianSet, count: int) -> GaussianSet:
@@ -405,7 +406,8 @@ def finetune_hooks(settings=None, *, method="spectral", gamma=0.5, merge=None, s
 
         from .codec import decode_gaussians, encode_gaussians, morton_sort
 
-        sections, meta = encode_gaussians(gs, settings)
+        sections, meta = (encode_gaussians(gs, settings) if codec_layout is None
+                          else encode_gaussians(gs, settings, version=codec_layout))
         _, order = morton_sort(gs, settings)
         inv = np.empty_like(order)
         inv[order] = np.arange(len(order))
@@ -854,7 +856,8 @@ def _ladder_level(gs, n: int, *, method, gamma, merge, seed, finetune, views, fi
     stages["prune"] = time.perf_counter() - t
     t = time.perf_counter()
     cfg = FinetuneConfig.build(seed=seed, target_count=n, **opts)
-    hooks = finetune_hooks(settings, method=method, gamma=gamma, merge=merge, seed=seed)
+    hooks = finetune_hooks(settings, method=method, gamma=gamma, merge=merge, seed=seed,
+                           codec_layout=2)  # ladder levels are stored in codec layout 2
     result = run_finetune(gs, pruned, cfg, cameras=views.cameras, images=views.images, hooks=hooks)
     stages["finetune"] = time.perf_counter() - t
     return result.gaussians, result.summary(), stages

@@ -363,7 +363,7 @@ def format_inspect(d: dict) -> str:
     lines.append("")
     lines.append("  quantisation   positions {position_bits} b/axis, rotations {rotation_bits} b x3 (smallest-three), "
                  "scales {scale_bits} b {scale_mode}, opacity {opacity_bits} b {opacity_mode}, ".format(**st)
-                 + (f"colour step {st['color_step']:g}" if st.get("color_mode") == "step"  # v3 default
+                 + (f"colour step {st['color_step']:g}" if st.get("color_mode") == "step"  # v4 default
                     else "colour {color_bits} b {color_mode}".format(**st)))
     more = []
     if d["sh_degree"] > 0:  # degree 0 has no SH rest to quantise

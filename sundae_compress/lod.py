@@ -80,14 +80,30 @@ def level_settings(quality: Optional[str], settings, k: int, n_levels: int):
     from .codec.settings import DEFAULT_QUALITY, quality_settings
 
     if settings is not None:
-        return settings, None
+        return layout2_settings(settings), None
     name = str(quality or DEFAULT_QUALITY).strip().lower()
     if k < n_levels - 1:
         name = COARSE_PRESET.get(name, name)
     try:
-        return quality_settings(name), name
+        return layout2_settings(quality_settings(name), LAYOUT2_COLOR_BITS.get(name)), name
     except ValueError as e:
         raise SundaeError(str(e)) from None
+
+
+#: Ladder levels are stored in codec layout 2 (format version 3), which has no colour steps: the DC
+#: colour of a preset is the 6-bit-class codebook the presets used before format version 4.
+LAYOUT2_COLOR_BITS = {"max": 7, "high": 6, "medium": 6, "low": 5}
+
+
+def layout2_settings(s, color_bits: Optional[int] = None):
+    """``s`` as codec layout 2 can store it: ``color_mode "step"`` (layout 4 only) becomes the colour
+    codebook (``color_bits``, default ``s.color_bits``); other settings are kept."""
+    import dataclasses
+
+    if s.color_mode != "step":
+        return s
+    return dataclasses.replace(s, color_mode="codebook",
+                               color_bits=s.color_bits if color_bits is None else color_bits)
 
 
 def check_options(*, fmt: str, finetune_options: Optional[Dict[str, Any]], ratio=None, count=None) -> None:

@@ -116,13 +116,13 @@ def bundle_seeds(tmp: Path) -> List[Tuple[str, bytes]]:
 
     out = []
     rng = np.random.default_rng(7)
-    specs = [  # v3 (colour steps, scalar SH by default), other v3 modes, a legacy v2 and a legacy v1 file
-        ("sh3_features", random_scene(60, 4, 3, features=4), None, {}, 3),
-        ("sh0", random_scene(30, 5, 0), None, {}, 3),
-        ("sh1_one", random_scene(1, 6, 1), None, {}, 3),
+    specs = [  # v4 (colour steps, scalar SH by default), other v4 modes, a legacy v2 and a legacy v1 file
+        ("sh3_features", random_scene(60, 4, 3, features=4), None, {}, 4),
+        ("sh0", random_scene(30, 5, 0), None, {}, 4),
+        ("sh1_one", random_scene(1, 6, 1), None, {}, 4),
         ("sh2_net", random_scene(50, 8, 2, features=2), bytes(rng.integers(0, 256, 300, dtype=np.uint8)),
-         {"scale_mode": "codebook", "opacity_mode": "codebook", "color_mode": "linear"}, 3),
-        ("sh2_vq", random_scene(40, 9, 2), None, {"sh_mode": "vq", "color_mode": "codebook"}, 3),
+         {"scale_mode": "codebook", "opacity_mode": "codebook", "color_mode": "linear"}, 4),
+        ("sh2_vq", random_scene(40, 9, 2), None, {"sh_mode": "vq", "color_mode": "codebook"}, 4),
         ("v2_sh2", random_scene(40, 11, 2), None, {}, 2),
         ("v1_sh1_net", random_scene(40, 10, 1, features=1), bytes(range(40)), {"sh_mode": "vq"}, 1),
     ]

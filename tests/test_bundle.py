@@ -247,12 +247,12 @@ def test_v1_bundles_still_read(tmp_path):
     with pytest.raises(BundleError, match="codebook size"):
         read_bundle(q)
     # the default bundle of the same scene decodes every Gaussian
-    st = write_bundle(tmp_path / "v3.sundae", gs)
-    assert read_bundle(st.path).header["version"] == VERSION == 3 and len(read_bundle(st.path).gaussians) == 200
+    st = write_bundle(tmp_path / "v4.sundae", gs)
+    assert read_bundle(st.path).header["version"] == VERSION == 4 and len(read_bundle(st.path).gaussians) == 200
 
 
 def test_v2_bundles_still_read(tmp_path):
-    """A format-2 bundle (RGB colour: colour codebook, SH steps per RGB channel) reads back, and a v3
+    """A format-2 bundle (RGB colour: colour codebook, SH steps per RGB channel) reads back, and a v4
     codec layout declared as format 2 is refused."""
     gs = make_tiny_scene(n=300, sh_degree=2)
     s = CodecSettings()
@@ -267,16 +267,16 @@ def test_v2_bundles_still_read(tmp_path):
     o, _ = morton_sort(gs, s)
     # v2 scalar SH: every RGB value within half a step (no colour basis)
     assert np.abs(b.gaussians.sh[:, 1:] - o.sh[:, 1:]).max() <= 0.5 * s.sh_step1 + 1e-6
-    v3 = read_bundle(write_bundle(tmp_path / "v3.sundae", gs, settings=s).path)
-    assert v3.header["codec"]["settings"]["color_mode"] == "step" and v3.header["version"] == 3
-    assert np.abs(v3.gaussians.sh - b.gaussians.sh).max() > 0  # a different coding of the same scene
+    v4 = read_bundle(write_bundle(tmp_path / "v4.sundae", gs, settings=s).path)
+    assert v4.header["codec"]["settings"]["color_mode"] == "step" and v4.header["version"] == 4
+    assert np.abs(v4.gaussians.sh - b.gaussians.sh).max() > 0  # a different coding of the same scene
     q = tmp_path / "relabelled.sundae"
-    v3data = (tmp_path / "v3.sundae").read_bytes()
-    as_v2 = v3data[:8] + struct.pack("<I", 2) + v3data[12:]
+    v4data = (tmp_path / "v4.sundae").read_bytes()
+    as_v2 = v4data[:8] + struct.pack("<I", 2) + v4data[12:]
     q.write_bytes(_rewrite_header(as_v2, lambda h: (h.update(version=2), h["codec"].update(version=2))))
     with pytest.raises(BundleError, match="later keys"):
         read_bundle(q)
     q.write_bytes(_rewrite_header(as_v2, lambda h: (h.update(version=2), h["codec"].update(version=2),
                                                     h["codec"]["settings"].pop("color_step"))))
-    with pytest.raises(BundleError, match="needs codec version 3"):
+    with pytest.raises(BundleError, match="needs codec version 4"):
         read_bundle(q)

@@ -33,14 +33,14 @@ MAX_GAUSSIANS = 1 << 28
 MAX_FEATURES = 4096
 _ALPHA_EPS = 1e-6
 #: Layout version written by :func:`encode_gaussians` (stored as ``meta["version"]``; absent = 1).
-CODEC_VERSION = 3
-CODEC_VERSIONS = (1, 2, 3)
+CODEC_VERSION = 4
+CODEC_VERSIONS = (1, 2, 4)  # no layout 3: format version 3 is the ladder, whose levels are layout 2
 #: Settings keys that v1 bundles do not have.
 V2_SETTINGS = frozenset({"sh_mode", "sh_step1", "sh_step2", "sh_step3"})
 #: Settings keys that v1 and v2 bundles do not have.
-V3_SETTINGS = frozenset({"color_step"})
+V4_SETTINGS = frozenset({"color_step"})
 
-#: v3: the orthonormal colour basis the DC (``color_mode="step"``) and scalar SH-rest coefficients are
+#: v4: the orthonormal colour basis the DC (``color_mode="step"``) and scalar SH-rest coefficients are
 #: quantised in: rows are (r+g+b)/sqrt(3), (r-b)/sqrt(2), (r-2g+b)/sqrt(6). Being orthonormal, a step
 #: costs the same squared error as in RGB, but the three channels of a coefficient are strongly
 #: correlated (playbot SH rest: r-g 0.88), so most of the energy lands in the first component and the
@@ -171,7 +171,7 @@ def len_opacities(meta, s):
 
 
 def enc_sh_dc(gs, s, version=CODEC_VERSION):
-    if s.color_mode == "step":  # v3
+    if s.color_mode == "step":  # v4
         return _encode_steps(gs.sh[:, :1, :], np.array([s.color_step]), planes=True)
     # v2: row-major (r, g, b per Gaussian; measured 0.4-1.9 bits/Gaussian smaller after zstd)
     return _encode_scalar(gs.sh[:, 0, :], s.color_bits, s.color_mode, rows=version >= 2)
@@ -260,9 +260,9 @@ def _unzigzag(z: np.ndarray) -> np.ndarray:
 
 def _encode_steps(x, steps, ortho: bool = True, planes: bool = False):
     """(N, C, 3) SH coefficients -> zigzag codes of ``round(y / steps[c])``, y = x in :data:`COLOR_BASIS`
-    (``ortho``, v3) or x itself (v2); meta ``{"bits": B}``. Layout: row-major (v3: per Gaussian the y0 of
+    (``ortho``, v4) or x itself (v2); meta ``{"bits": B}``. Layout: row-major (v4: per Gaussian the y0 of
     every coefficient, then the y1s, then the y2s; v2: coefficient by coefficient, r g b), or byte
-    planes with ``planes`` (v3 DC: 7-12 % smaller than rows on the shared scenes)."""
+    planes with ``planes`` (v4 DC: 7-12 % smaller than rows on the shared scenes)."""
     n, c = x.shape[:2]
     y = x.astype(np.float64)
     if ortho:
@@ -295,13 +295,13 @@ def _code_bits(meta, name) -> int:
 
 
 def _enc_sh_scalar(gs, s, version=CODEC_VERSION):
-    return _encode_steps(gs.sh[:, 1:, :], sh_band_steps(gs.sh_degree, s), ortho=version >= 3)
+    return _encode_steps(gs.sh[:, 1:, :], sh_band_steps(gs.sh_degree, s), ortho=version >= 4)
 
 
 def _dec_sh_scalar(buf, meta, s):
     k = SH_COEFFS[meta["sh_degree"]] - 1
     return {"sh_rest": _decode_steps(buf, meta, "sh_rest", k, sh_band_steps(meta["sh_degree"], s),
-                                     codec_version(meta) >= 3)}
+                                     codec_version(meta) >= 4)}
 
 
 def _len_sh_scalar(meta, s):
@@ -376,7 +376,7 @@ def encode_gaussians(gs: GaussianSet, settings: CodecSettings | None = None, ver
         raise ValueError(f"unknown codec version {version!r}")
     if version == 1 and s.sh_mode != "vq":
         s = dataclasses.replace(s, sh_mode="vq")
-    if version < 3 and s.color_mode == "step":
+    if version < 4 and s.color_mode == "step":
         s = dataclasses.replace(s, color_mode="codebook")
     if len(gs) > MAX_GAUSSIANS or gs.num_features > MAX_FEATURES:
         raise ValueError(f"{len(gs)} Gaussians / {gs.num_features} features exceed the format limits")
@@ -384,8 +384,8 @@ def encode_gaussians(gs: GaussianSet, settings: CodecSettings | None = None, ver
         raise ValueError("cannot encode non-finite Gaussian attributes (drop those rows first)")
     sgs, _ = morton_sort(gs, s)
     sd = s.to_dict()
-    if version < 3:
-        sd = {k: v for k, v in sd.items() if k not in V3_SETTINGS | (V2_SETTINGS if version == 1 else set())}
+    if version < 4:
+        sd = {k: v for k, v in sd.items() if k not in V4_SETTINGS | (V2_SETTINGS if version == 1 else set())}
     meta = {"n": len(gs), "sh_degree": gs.sh_degree, "num_features": gs.num_features, "settings": sd}
     if version >= 2:
         meta = {"version": version, **meta}
@@ -418,15 +418,15 @@ def check_meta(meta) -> CodecSettings:
         if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= hi:
             raise ValueError(f"{key}={v!r} is out of range 0..{hi}")
     d = meta.get("settings")
-    if version < 3:
-        newer = (V3_SETTINGS | (V2_SETTINGS if version == 1 else set())) & set(d if isinstance(d, dict) else ())
+    if version < 4:
+        newer = (V4_SETTINGS | (V2_SETTINGS if version == 1 else set())) & set(d if isinstance(d, dict) else ())
         if newer:
             raise ValueError(f"v{version} codec settings hold later keys {sorted(newer)}")
         if version == 1 and isinstance(d, dict):
             d = dict(d, sh_mode="vq")
     s = CodecSettings.from_dict(d)
-    if version < 3 and s.color_mode == "step":
-        raise ValueError(f"color_mode 'step' needs codec version 3, not {version}")
+    if version < 4 and s.color_mode == "step":
+        raise ValueError(f"color_mode 'step' needs codec version 4, not {version}")
     if s.color_mode == "step":
         _code_bits(meta, "sh_dc")
     if meta["sh_degree"] > 0:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from .morton import MAX_BITS
 
 SCALAR_MODES = ("linear", "codebook")
-#: DC colour modes: the scalar modes, or ``step`` (v3 default): a uniform step ``color_step`` in the
+#: DC colour modes: the scalar modes, or ``step`` (v4 default): a uniform step ``color_step`` in the
 #: orthonormal colour basis (:data:`sundae_compress.codec.sections.COLOR_BASIS`).
 COLOR_MODES = SCALAR_MODES + ("step",)
 #: ``scalar``: each SH-rest coefficient rounded to a multiple of its band's step (v2 default; no
@@ -27,10 +27,10 @@ class CodecSettings:
                        the three axes) or ``linear`` (per-axis min/max)
     opacity_bits/mode  opacity, quantised as alpha = sigmoid(logit) in [0, 1]
     color_bits/mode    DC colour (SH band 0): ``linear`` / ``codebook`` like the scales (color_bits), or
-                       ``step`` (v3): uniform steps of ``color_step`` in the orthonormal colour basis
+                       ``step`` (v4): uniform steps of ``color_step`` in the orthonormal colour basis
     color_step         step mode: quantisation step of the DC coefficients (same units as the SH steps)
     sh_mode            ``scalar`` (per-band uniform steps, v2) or ``vq`` (k-means codebook, v1)
-    sh_step1..3        scalar mode: quantisation step of the SH coefficients of band 1, 2, 3 (v3: in
+    sh_step1..3        scalar mode: quantisation step of the SH coefficients of band 1, 2, 3 (v4: in
                        the orthonormal colour basis, v2: per RGB channel)
     sh_codebook_size   entries of the SH-rest vector-quantisation codebook (capped by N); 0 = auto:
                        one per 8 Gaussians, 256..4096 (sections.sh_codebook_entries)
@@ -105,7 +105,7 @@ class CodecSettings:
 
 
 #: Named points on the rate–distortion curve (``--quality``), from the largest/best to the smallest.
-#: Measured on the shared scenes in benchmarks/results/rate_distortion.md. The colour steps (v3) replace
+#: Measured on the shared scenes in benchmarks/results/rate_distortion.md. The colour steps (v4) replace
 #: the 7/6/6/5-bit colour codebooks of v2. The squared error of the coefficients overstates the gain:
 #: whole guitar, 6-bit codebook 9.2e-4 vs step 0.1 8.1e-4, yet step 0.1 renders 0.5 dB worse (novel views)
 #: and step 0.07 renders like the codebook (-0.1 dB mean, same worst view) at 2.6 % fewer bytes; on

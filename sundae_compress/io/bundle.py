@@ -3,7 +3,7 @@
 Layout (full spec: ``formats/SUNDAE.md``)::
 
     0       8 bytes   magic  b"\\x89SUNDAE\\n"
-    8       uint32    format version (3; version 1 and 2 files are still read)
+    8       uint32    format version (4; versions 1 and 2, and 3 = level-of-detail ladders, are still read)
     12      uint32    H = header length
     16      H bytes   header, UTF-8 JSON (counts, codec meta, section table, source, pipeline, net)
     16+H    uint32    CRC-32 of bytes [0, 16+H)
@@ -126,7 +126,7 @@ def build_bundle(gs: GaussianSet, *, settings: CodecSettings | None = None, net:
 
     ``version=1`` writes the legacy layout (kept only so tests can check that v1 files still read)."""
     s = settings or CodecSettings()
-    if version not in (1, 2):
+    if version not in (1, 2, VERSION):  # LADDER_VERSION files come from io.ladder
         raise SundaeError(f"cannot write bundle format version {version!r}")
     try:
         s.validate()

@@ -70,7 +70,7 @@ def encode_level(own: GaussianSet, settings: CodecSettings, base: Optional[int] 
     """Quantise and compress one level's own Gaussians (codec v2 layout)."""
     try:
         settings.validate()
-        raw, meta = encode_gaussians(own, settings)
+        raw, meta = encode_gaussians(own, settings, version=2)  # ladder levels keep layout 2
     except ValueError as e:
         raise SundaeError(f"cannot encode the scene: {e}") from None
     blobs = {name: compress(data, settings.zstd_level) for name, data in raw.items()}
