@@ -131,11 +131,17 @@ def test_ctrl_c_cancels_the_cluster_tasks(assets, cluster, tmp_path):
             time.sleep(0.02)
         _thread.interrupt_main()  # what Ctrl-C does to the client
 
-    th = threading.Thread(target=interrupt_after_first_bundle)
-    th.start()
-    with pytest.raises(KeyboardInterrupt):
-        run_batch(src, out, finetune=False, client=cluster)
-    th.join()
+    # a process started in the background by a non-interactive shell (nohup ... &, some CI runners)
+    # inherits SIGINT ignored, and interrupt_main() then does nothing: give the test a terminal's handler
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        th = threading.Thread(target=interrupt_after_first_bundle)
+        th.start()
+        with pytest.raises(KeyboardInterrupt):
+            run_batch(src, out, finetune=False, client=cluster)
+        th.join()
+    finally:
+        signal.signal(signal.SIGINT, previous)
     rep = _report(out)
     assert rep["interrupted"] is True and rep["ok"] is False
     statuses = {r["scene"]: r["status"] for r in rep["scenes"]}
