@@ -480,7 +480,7 @@ def compress(input, output=None, *, ratio: Optional[float] = None, count: Option
              finetune_options: Optional[Dict[str, Any]] = None, seed: int = 0,
              notify: Notify = None, format: Optional[str] = None, quality: Optional[str] = None,
              evaluate: Optional[bool] = None, target_psnr: Optional[float] = None,
-             target_size=None, best_effort: bool = False, lod=None) -> CompressReport:
+             target_size=None, best_effort: bool = False, lod=None, lod_psnr=None) -> CompressReport:
     """Compress one PLY scene into a ``.sundae`` bundle; returns a :class:`CompressReport`.
 
     ``ratio`` (0 < r ≤ 1) or ``count`` sets the number of Gaussians kept (default ratio 0.1).
@@ -503,7 +503,10 @@ def compress(input, output=None, *, ratio: Optional[float] = None, count: Option
     PSNR target raises :class:`SundaeError` and writes nothing unless ``best_effort``.
     ``lod`` (``"0.01,0.05,0.2"`` or a list of ratios) writes one bundle holding a level-of-detail
     ladder instead, one level per ratio (:func:`_compress_ladder`, decisions in :mod:`sundae_compress.lod`;
-    every level is evaluated, ``report.levels``).
+    every level is evaluated, ``report.levels``). ``lod_psnr`` (``"28,32,36"`` or a list of dB) writes
+    a ladder whose levels are the smallest that reach those novel-view PSNR targets, each searched as
+    ``target_psnr`` is (an unreachable level: :class:`SundaeError`, nothing written, unless
+    ``best_effort``: the ladder then ends with the best level found).
     """
     from .io.bundle import write_bundle
     from .io.formats import FORMATS, resolve_format, write_scene
@@ -513,17 +516,16 @@ def compress(input, output=None, *, ratio: Optional[float] = None, count: Option
     t0 = time.perf_counter()
     input = Path(input)
     fmt = resolve_format(output, format)
-    if lod is not None:
+    if lod is not None or lod_psnr is not None:
         from .lod import check_options
 
-        if target_psnr is not None or target_size is not None:
-            raise SundaeError("--lod takes one ratio per level; it cannot be combined with --target-psnr / "
-                              "--target-size")
-        check_options(fmt=fmt, finetune_options=finetune_options, ratio=ratio, count=count)
-        return _compress_ladder(input, output, lod, gamma=gamma, method=method, merge=merge, finetune=finetune,
-                               sh_degree=sh_degree, strict=strict, overwrite=overwrite, settings=settings,
-                               cameras=cameras, images=images, finetune_options=finetune_options, seed=seed,
-                               notify=notify, quality=quality, evaluate=evaluate)
+        check_options(fmt=fmt, finetune_options=finetune_options, ratio=ratio, count=count, lod=lod,
+                      lod_psnr=lod_psnr, target_psnr=target_psnr, target_size=target_size, best_effort=best_effort)
+        return _compress_ladder(input, output, lod, lod_psnr=lod_psnr, best_effort=best_effort, gamma=gamma,
+                                method=method, merge=merge, finetune=finetune,
+                                sh_degree=sh_degree, strict=strict, overwrite=overwrite, settings=settings,
+                                cameras=cameras, images=images, finetune_options=finetune_options, seed=seed,
+                                notify=notify, quality=quality, evaluate=evaluate)
     output = Path(output) if output is not None else default_output_path(input, fmt)
     if not FORMATS[fmt].carries_net and finetune:
         opts = dict(finetune_options or {})
@@ -746,27 +748,32 @@ def compress_to_target(report: CompressReport, gs: GaussianSet, target, *, t0: f
 # ----------------------------------------------------------------------------------------------
 # level-of-detail ladders (``compress(lod=...)``; decisions and measurements in lod.py)
 # ----------------------------------------------------------------------------------------------
-def _compress_ladder(input, output, lod, *, gamma: float = 0.5, method: str = "spectral", merge="auto",
-                    finetune: bool = True, sh_degree=None, strict: bool = False, overwrite: bool = False,
-                    settings=None, cameras=None, images=None, finetune_options=None, seed: int = 0,
-                    notify=None, quality: Optional[str] = None, evaluate: Optional[bool] = None):
-    """:func:`sundae_compress.compress` with ``lod``: one ladder bundle (format version 3), one
-    level per ratio, coarse first. Returns a :class:`~sundae_compress.CompressReport` whose
-    ``levels`` lists every level (count, bytes, prefix bytes, novel / worst / near PSNR, seconds) and
-    whose top-level figures are the finest level's. ``evaluate`` (default on) measures every level."""
-    from .io.ladder import decoded_levels, encode_level, write_ladder
-    from .lod import fidelity_entry, level_counts, level_settings, parse_lod
+def _compress_ladder(input, output, lod, *, lod_psnr=None, best_effort: bool = False, gamma: float = 0.5,
+                     method: str = "spectral", merge="auto",
+                     finetune: bool = True, sh_degree=None, strict: bool = False, overwrite: bool = False,
+                     settings=None, cameras=None, images=None, finetune_options=None, seed: int = 0,
+                     notify=None, quality: Optional[str] = None, evaluate: Optional[bool] = None):
+    """:func:`sundae_compress.compress` with ``lod`` or ``lod_psnr``: one ladder bundle (format version
+    3), one level per ratio or per PSNR target, coarse first. Returns a
+    :class:`~sundae_compress.CompressReport` whose ``levels`` lists every level (count, bytes, prefix
+    bytes, novel / worst / near PSNR, seconds; with ``lod_psnr`` its target) and whose top-level
+    figures are the finest level's. ``evaluate`` (default on; always with ``lod_psnr``) measures every
+    level."""
+    from .io.ladder import decoded_levels, write_ladder
+    from .lod import fidelity_entry, level_counts, level_settings, parse_lod, parse_lod_psnr
 
     say = notify or (lambda _msg: None)
     t0 = time.perf_counter()
     input = Path(input)
-    ratios = parse_lod(lod)
+    ratios = parse_lod(lod) if lod_psnr is None else None
+    targets = parse_lod_psnr(lod_psnr) if lod_psnr is not None else None
+    n_levels = len(targets or ratios)
     output = Path(output) if output is not None else default_bundle_path(input)
     if input.is_file() and _is_bundle(input):
         load_scene(input)  # the one-line "is a bundle, not a PLY" error
     _check_output(output, overwrite, source=input)
-    for k in range(len(ratios)):
-        level_settings(quality, settings, k, len(ratios))
+    for k in range(n_levels):
+        level_settings(quality, settings, k, n_levels)
     views = training_views(input, cameras=cameras, images=images) if finetune else None
     report = CompressReport(input=str(input), output=str(output), method=method, format="sundae")
 
@@ -783,41 +790,46 @@ def _compress_ladder(input, output, lod, *, gamma: float = 0.5, method: str = "s
     unexpected = [p for p in report.ignored_properties if p not in STANDARD_UNUSED_PROPERTIES]
     if unexpected:
         say(f"ignored properties: {', '.join(unexpected)}")
-    counts = level_counts(ratios, len(gs))
     report.merge = resolve_merge(merge, len(gs))
     if finetune:
         report.cameras = views.source
         say(views.source)
+    options = dict(method=method, gamma=gamma, merge=report.merge, seed=seed, finetune=finetune, views=views,
+                   finetune_options=finetune_options)
 
-    encoded = []
-    for k, (r, n) in enumerate(zip(ratios, counts)):
-        t = time.perf_counter()
-        say(f"level {k} of {len(ratios)}: ratio {r:g}, {n:,} Gaussians")
-        s, preset = level_settings(quality, settings, k, len(ratios))
-        kept, ft_summary, stages = _ladder_level(gs, n, method=method, gamma=gamma, merge=report.merge,
-                                                    seed=seed, finetune=finetune, views=views,
-                                                    finetune_options=finetune_options, settings=s)
-        for name, sec in stages.items():
-            report.stages[name] = report.stages.get(name, 0.0) + sec
-        tw = time.perf_counter()
-        pipeline = {"ratio": r, "count": n, "quality": preset,
-                    "method": None if report.merge == "collapse" else method, "gamma": gamma,
-                    "merge": report.merge, "finetune": ft_summary or None}
-        encoded.append(encode_level(kept, s, info={"pipeline": pipeline}))
-        report.stages["encode"] = report.stages.get("encode", 0.0) + time.perf_counter() - tw
-        report.levels.append({"level": k, "ratio": r, "count": n, "quality": preset,
-                              "seconds": round(time.perf_counter() - t, 2)})
-        if ft_summary:
-            report.levels[-1]["finetune"] = ft_summary
+    refs: Dict[str, list] = {}
+    ev = None
+    if targets is None:
+        counts = level_counts(ratios, len(gs))
+        encoded = []
+        for k, (r, n) in enumerate(zip(ratios, counts)):
+            t = time.perf_counter()
+            say(f"level {k} of {n_levels}: ratio {r:g}, {n:,} Gaussians")
+            s, preset = level_settings(quality, settings, k, n_levels)
+            kept, ft_summary, stages = _ladder_level(gs, n, settings=s, **options)
+            for name, sec in stages.items():
+                report.stages[name] = report.stages.get(name, 0.0) + sec
+            tw = time.perf_counter()
+            encoded.append(_encode_ladder_level(kept, s, r, preset, method, gamma, report.merge, ft_summary))
+            report.stages["encode"] = report.stages.get("encode", 0.0) + time.perf_counter() - tw
+            report.levels.append({"level": k, "ratio": r, "count": n, "quality": preset,
+                                  "seconds": round(time.perf_counter() - t, 2)})
+            if ft_summary:
+                report.levels[-1]["finetune"] = ft_summary
+    else:
+        ev = evaluation_views(gs, input, cameras=cameras)
+        encoded = _ladder_to_targets(gs, targets, report, ev, refs, quality=quality, settings=settings,
+                                     best_effort=best_effort, notify=say, **options)
+        counts = [len(lv.own) for lv in encoded]
+        ratios = [c / len(gs) for c in counts]
     report.kept_count = counts[-1]
     report.finetune = report.levels[-1].get("finetune") or {}
 
-    if evaluate is None or evaluate:
+    if targets is not None or evaluate is None or evaluate:
         t = time.perf_counter()
-        near, novel, _ = evaluation_views(gs, input, cameras=cameras)
+        near, novel, _ = ev or evaluation_views(gs, input, cameras=cameras)
         from .evaluate import evaluate_view_sets
 
-        refs: Dict[str, list] = {}
         for k, (lv, dec) in enumerate(zip(encoded, decoded_levels(encoded))):
             res = evaluate_view_sets(gs, dec, {"near": near, "novel": novel}, references=refs)
             lv.info["fidelity"] = fidelity_entry(res)
@@ -825,11 +837,20 @@ def _compress_ladder(input, output, lod, *, gamma: float = 0.5, method: str = "s
             if k == len(encoded) - 1:
                 report.fidelity = res
         report.stages["evaluate"] = time.perf_counter() - t
+    if targets is not None:
+        for k, lv in enumerate(encoded):
+            tgt = lv.info["pipeline"]["target"]
+            tgt.update(novel_psnr=lv.info["fidelity"]["novel_psnr"], worst_psnr=lv.info["fidelity"]["worst_psnr"],
+                       reached=lv.info["fidelity"]["novel_psnr"] >= tgt["requested"])
+            report.levels[k]["target"] = dict(tgt)
 
     t = time.perf_counter()
+    pipeline = {"lod": [round(r, 6) for r in ratios], "counts": counts, "quality": quality, "levels": "independent"}
+    if targets is not None:
+        pipeline["lod_psnr"] = targets
     info = {"source": {"file": input.name, "bytes": report.bytes_in, "count": report.source_count,
                        "valid": report.valid_count, "dropped_rows": report.dropped_rows},
-            "pipeline": {"lod": ratios, "counts": counts, "quality": quality, "levels": "independent"}}
+            "pipeline": pipeline}
     stats = write_ladder(output, encoded, info=info)
     report.stages["write"] = time.perf_counter() - t
     for entry, st in zip(report.levels, stats.levels):
@@ -837,6 +858,91 @@ def _compress_ladder(input, output, lod, *, gamma: float = 0.5, method: str = "s
     report.bytes_out = stats.file_bytes
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def _encode_ladder_level(kept, settings, ratio, preset, method, gamma, merge, ft_summary, level=None, target=None):
+    """One ladder level's encoding with its header entry's pipeline record (``level``: already
+    encoded by a target search; ``target``: its ``--lod-psnr`` record)."""
+    from .io.ladder import encode_level
+
+    pipeline = {"ratio": ratio, "count": len(kept), "quality": preset,
+                "method": None if merge == "collapse" else method, "gamma": gamma,
+                "merge": merge, "finetune": ft_summary or None}
+    if target is not None:
+        pipeline["target"] = target
+    if level is None:
+        return encode_level(kept, settings, info={"pipeline": pipeline})
+    level.info = {"pipeline": pipeline}
+    return level
+
+
+def _ladder_to_targets(gs, targets, report, ev, refs, *, quality, settings, best_effort, notify, method, gamma,
+                       merge, seed, finetune, views, finetune_options):
+    """The levels of ``--lod-psnr``: per target (coarse first), the budget search of
+    ``--target-psnr`` (:func:`~sundae_compress.quality.targets.search_psnr`) on ladder-level stages
+    (the level's codec preset, layout 2), the fine-tuning gain measured at one level seeding the
+    next level's search. Fills ``report.levels`` and ``report.target``; returns the encoded levels."""
+    from .lod import check_increasing, level_settings
+    from .quality.stages import SceneStages
+    from .quality.targets import search_psnr
+
+    near, novel, _ = ev
+    presets = [level_settings(quality, settings, k, len(targets)) for k in range(len(targets))]
+    by_name = {p if p is not None else "custom": s for s, p in presets}
+
+    def prune_to(scene, count):
+        return _prune(scene, int(count), method, gamma, merge, seed)
+
+    tune = None
+    if finetune:
+        from .compensate.config import FinetuneConfig
+        from .compensate.train import finetune as run_finetune
+
+        opts = dict(finetune_options or {})
+
+        def tune(pruned, count, codec):
+            cfg = FinetuneConfig.build(seed=seed, target_count=count, **opts)
+            hooks = finetune_hooks(codec, method=method, gamma=gamma, merge=merge, seed=seed, codec_layout=2)
+            start = gs if opts.get("prune_schedule") else pruned
+            result = run_finetune(gs, start, cfg, cameras=views.cameras, images=views.images, hooks=hooks)
+            return result.gaussians, None, None, result.summary()
+
+    stages = SceneStages(gs, prune=prune_to, finetune=tune, settings=by_name.__getitem__, info=None, read=None,
+                         novel=novel, near=near, notify=notify, layout=2)
+    encoded, gains, missed = [], [], []
+    for k, target in enumerate(targets):
+        t = time.perf_counter()
+        s, preset = presets[k]
+        name = preset if preset is not None else "custom"
+        notify(f"level {k} of {len(targets)}: target {target:g} dB novel-view PSNR ({name} codec)")
+        out = search_psnr(target, len(gs), stages.probe, stages.size, stages.build, finetune=finetune,
+                          qualities=(name,), notify=notify, prior_gains=gains)
+        gains += out.gains
+        b = out.built
+        record = {"kind": "psnr", "requested": target, "builds": out.builds, "probes": len(out.trials)}
+        p = b.payload
+        encoded.append(_encode_ladder_level(p["gaussians"], s, b.count / len(gs), preset, method, gamma, merge,
+                                            p["finetune"], level=p["level"], target=record))
+        report.levels.append({"level": k, "ratio": round(b.count / len(gs), 6), "count": b.count, "quality": preset,
+                              "seconds": round(time.perf_counter() - t, 2)})
+        if p["finetune"]:
+            report.levels[-1]["finetune"] = p["finetune"]
+        if not out.reached:
+            best = (f"{b.psnr:.2f} dB novel-view PSNR ({b.count:,} of {len(gs):,} Gaussians, {name} codec"
+                    f"{', fine-tuned' if b.finetuned else ''})")
+            if not best_effort:
+                raise SundaeError(f"--lod-psnr: level {k}'s target {target:g} dB is out of reach: the best found is "
+                                  f"{best}; nothing written (--best-effort writes the ladder up to that level)")
+            rest = targets[k + 1:]
+            report.notes.append(f"--lod-psnr: target {target:g} dB not reached; level {k} is the best found, {best}"
+                                + (f"; no level for {', '.join(f'{x:g}' for x in rest)} dB" if rest else "")
+                                + " (--best-effort)")
+            notify(report.notes[-1])
+            break
+    refs["novel"] = stages.refs("novel")  # the evaluation renders the original on these views once
+    check_increasing([len(lv.own) for lv in encoded], [f"targets {targets[0]:g} dB"]
+                     + [f"{x:g} dB" for x in targets[1:len(encoded)]], len(gs), flag="--lod-psnr")
+    return encoded
 
 
 def _ladder_level(gs, n: int, *, method, gamma, merge, seed, finetune, views, finetune_options, settings):

@@ -114,7 +114,8 @@ def _method_choices():
               help="Instead of --ratio/--count: the best novel-view PSNR in at most BYTES (200KB, 1.5MB, 64KiB "
                    "or plain bytes; KB/MB = 1000/1000000 bytes, KiB/MiB = 1024/1048576). Never larger.")
 @click.option("--best-effort", is_flag=True,
-              help="With --target-psnr: when the target is out of reach, write the best bundle found anyway (exit 0).")
+              help="With --target-psnr / --lod-psnr: when a target is out of reach, write the best found anyway "
+                   "(a ladder then ends with that level; exit 0).")
 @click.option("--gamma", type=float, default=0.5, show_default=True, help="Band-stop share taken from the high-frequency end.")
 @click.option("--method", type=click.Choice(_method_choices()), default="spectral", show_default=True,
               help="Which Gaussians survive: spectral band-stop (SUNDAE), random, most opaque, or largest "
@@ -136,6 +137,10 @@ def _method_choices():
               help="Level-of-detail ladder: one bundle holding one level per ratio, e.g. 0.01,0.05,0.2 "
                    "(coarse levels first, each readable before the rest of the file arrives; levels below "
                    "the finest use the next lower --quality). Instead of --ratio; every level is evaluated.")
+@click.option("--lod-psnr", default=None, metavar="DB1,DB2,...",
+              help="Level-of-detail ladder by quality: one level per novel-view PSNR target, e.g. 28,32,36, each "
+                   "the smallest level that reaches its target (searched as --target-psnr does; unreachable: "
+                   "error, nothing written, unless --best-effort). Instead of --lod / --ratio.")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Random seed of selection, generated views and fine-tuning (same seed, same bundle).")
 @click.option("--sh-degree", type=click.IntRange(0, 3), help="Drop SH bands above this degree.")
@@ -153,7 +158,7 @@ def _method_choices():
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @guarded
 def compress_main(input, output, ratio, count, target_psnr, target_size, best_effort, gamma, method, merge, merge_mode, finetune, net, iterations,
-                  resolution, features, prune_schedule, cameras, images, quality, lod, seed, sh_degree, strict, overwrite,
+                  resolution, features, prune_schedule, cameras, images, quality, lod, lod_psnr, seed, sh_degree, strict, overwrite,
                   fmt, jobs, do_eval, scheduler, quiet, as_json):
     """Compress a 3DGS PLY (or a folder of scenes, local or an fsspec URL) into a .sundae bundle."""
     from . import storage
@@ -175,18 +180,19 @@ def compress_main(input, output, ratio, count, target_psnr, target_size, best_ef
     from .api import check_target_options
     from .io.formats import resolve_format
 
-    check_target_options(ratio, count, target_psnr, target_size,  # conflicts fail before any work
-                         resolve_format(None if storage.isdir(input) else output, fmt), best_effort)
-    targets = {k: v for k, v in dict(target_psnr=target_psnr, target_size=target_size).items() if v is not None}
+    out_fmt = resolve_format(None if storage.isdir(input) else output, fmt)
+    targets = {k: v for k, v in dict(target_psnr=target_psnr, target_size=target_size, lod=lod,
+                                     lod_psnr=lod_psnr).items() if v is not None}
     if best_effort:
         targets["best_effort"] = True
-    if lod is not None:
-        from .io.formats import resolve_format
-        from .lod import check_options, parse_lod
+    if lod is not None or lod_psnr is not None:  # conflicts and bad values fail before any work
+        from .lod import check_options, parse_lod, parse_lod_psnr
 
-        parse_lod(lod)  # a bad --lod fails before any work
-        check_options(fmt=resolve_format(None, fmt) if storage.isdir(input) else resolve_format(output, fmt),
-                      finetune_options=ft_opts, ratio=ratio, count=count)
+        check_options(fmt=out_fmt, finetune_options=ft_opts, ratio=ratio, count=count, lod=lod, lod_psnr=lod_psnr,
+                      target_psnr=target_psnr, target_size=target_size, best_effort=best_effort)
+        parse_lod(lod) if lod_psnr is None else parse_lod_psnr(lod_psnr)
+    else:
+        check_target_options(ratio, count, target_psnr, target_size, out_fmt, best_effort)
     if storage.isdir(input):
         from .batch import run_batch
 
@@ -194,7 +200,7 @@ def compress_main(input, output, ratio, count, target_psnr, target_size, best_ef
             raise SundaeError("batch mode needs -o OUTDIR")
         batch = dict(ratio=ratio, count=count, gamma=gamma, method=method, merge=merge_arg, finetune=finetune,
                      finetune_options=ft_opts, sh_degree=sh_degree, strict=strict, overwrite=overwrite,
-                     evaluate=do_eval, seed=seed, as_json=as_json, format=fmt, quality=quality, lod=lod, **targets)
+                     evaluate=do_eval, seed=seed, as_json=as_json, format=fmt, quality=quality, **targets)
         if scheduler is None:
             result = run_batch(input, output, jobs=jobs, **batch)
         else:
@@ -216,7 +222,7 @@ def compress_main(input, output, ratio, count, target_psnr, target_size, best_ef
     report = compress(input, output, ratio=ratio, count=count, gamma=gamma, method=method, merge=merge_arg,
                       finetune=finetune, sh_degree=sh_degree, strict=strict, overwrite=overwrite,
                       cameras=cameras, images=images, finetune_options=ft_opts, seed=seed, notify=info,
-                      format=fmt, quality=quality, evaluate=True if do_eval else None, lod=lod, **targets)
+                      format=fmt, quality=quality, evaluate=True if do_eval else None, **targets)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
     else:
@@ -320,8 +326,11 @@ def format_levels(levels) -> list:
         p = lv.get("pipeline") or {}
         novel = f"{fid['novel_psnr']:.2f} dB" if isinstance(fid.get("novel_psnr"), (int, float)) else "-"
         worst = f"{fid['worst_psnr']:.2f}" if isinstance(fid.get("worst_psnr"), (int, float)) else "-"
-        ratio = f"{p['ratio']:g}" if isinstance(p.get("ratio"), (int, float)) else "?"
+        ratio = f"{p['ratio']:.4g}" if isinstance(p.get("ratio"), (int, float)) else "?"
         base = f" (+ level {lv['base']})" if lv.get("base") is not None else ""
+        tgt = p.get("target") if isinstance(p.get("target"), dict) else None
+        if tgt and isinstance(tgt.get("requested"), (int, float)):
+            base += f"  target {tgt['requested']:g} dB" + (" NOT reached" if tgt.get("reached") is False else "")
         lines.append(f"  {lv['level']:<7}{lv['count']:>11,}{lv['bytes']:>12,}{lv['prefix_bytes']:>12,}"
                      f"{(lv.get('bits_per_gaussian') or 0):>9.2f}  {str(p.get('quality') or '-'):<8}"
                      f"{novel:>11}{worst:>8}  {ratio}{base}")
@@ -387,8 +396,11 @@ def format_inspect(d: dict) -> str:
     else:
         lines.append("  net            none")
     if d.get("levels"):
-        lines.append(f"  pipeline       {len(d['levels'])} independent levels (--lod "
-                     f"{','.join(format((lv.get('pipeline') or {}).get('ratio', 0), 'g') for lv in d['levels'])}); "
+        top = d.get("pipeline") or {}
+        asked = (f"--lod-psnr {','.join(format(x, 'g') for x in top['lod_psnr'])}"
+                 if isinstance(top.get("lod_psnr"), list) and all(isinstance(x, (int, float)) for x in top["lod_psnr"])
+                 else "--lod " + ",".join(format((lv.get("pipeline") or {}).get("ratio", 0), "g") for lv in d["levels"]))
+        lines.append(f"  pipeline       {len(d['levels'])} independent levels ({asked}); "
                      f"finest: " + format_pipeline(d["levels"][-1].get("pipeline") or {}))
     elif d.get("pipeline"):
         lines.append("  pipeline       " + format_pipeline(d["pipeline"]))

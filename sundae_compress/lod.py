@@ -61,16 +61,44 @@ def parse_lod(lod) -> List[float]:
     return sorted(ratios)
 
 
+def parse_lod_psnr(text) -> List[float]:
+    """``"28,32,36"`` (or a sequence of numbers) → the levels' novel-view PSNR targets in dB, coarse
+    (lowest) to fine: 2 to :data:`MAX_LEVELS`, all different, each as ``--target-psnr`` accepts."""
+    from .quality.targets import check_target_psnr
+
+    parts = [p.strip() for p in text.split(",")] if isinstance(text, str) else list(text)
+    if isinstance(text, str) and any(not p for p in parts):
+        raise SundaeError(f"--lod-psnr takes PSNR targets in dB separated by commas, e.g. 28,32,36; got {text!r}")
+    targets = []
+    for p in parts:
+        try:
+            targets.append(check_target_psnr(p))
+        except SundaeError:
+            raise SundaeError(f"--lod-psnr: {p!r} is not a PSNR target in dB (0 to 100, e.g. 28,32,36)") from None
+    if not 2 <= len(targets) <= MAX_LEVELS:
+        raise SundaeError(f"--lod-psnr needs 2 to {MAX_LEVELS} targets, got {len(targets)} "
+                          f"(one level: use --target-psnr)")
+    if len(set(targets)) != len(targets):
+        raise SundaeError(f"--lod-psnr: a target appears twice ({','.join(f'{t:g}' for t in targets)})")
+    return sorted(targets)
+
+
+def check_increasing(counts: Sequence[int], labels: Sequence[str], n: int, flag: str = "--lod") -> None:
+    """Levels must hold more Gaussians from coarse to fine (``labels`` name what set each count)."""
+    for a, b, la, lb in zip(counts, counts[1:], labels, labels[1:]):
+        if a >= b:
+            raise SundaeError(f"{flag}: {la} and {lb} both keep {a:,} of the {n:,} Gaussians"
+                              + (f" ({b:,} for {lb})" if b != a else "")
+                              + "; choose levels further apart")
+
+
 def level_counts(ratios: Sequence[float], n: int) -> List[int]:
     """The Gaussian count of each level in a scene of ``n`` valid ones (``--ratio``'s rounding);
     two levels that round to the same count are an error."""
     from .prune.select import Budget
 
     counts = [Budget.parse(r).of(n) for r in ratios]
-    for a, b, ra, rb in zip(counts, counts[1:], ratios, ratios[1:]):
-        if a >= b:
-            raise SundaeError(f"--lod: ratios {ra:g} and {rb:g} both keep {a:,} of the {n:,} Gaussians; "
-                              f"choose ratios further apart")
+    check_increasing(counts, [f"ratios {ratios[0]:g}"] + [f"{r:g}" for r in ratios[1:]], n)
     return counts
 
 
@@ -106,16 +134,25 @@ def layout2_settings(s, color_bits: Optional[int] = None):
                                color_bits=s.color_bits if color_bits is None else color_bits)
 
 
-def check_options(*, fmt: str, finetune_options: Optional[Dict[str, Any]], ratio=None, count=None) -> None:
-    """What a ladder cannot be combined with (one-line errors, before any work)."""
+def check_options(*, fmt: str, finetune_options: Optional[Dict[str, Any]], ratio=None, count=None,
+                  lod=None, lod_psnr=None, target_psnr=None, target_size=None, best_effort=False) -> None:
+    """What a ladder cannot be combined with (one-line errors, before any work). ``lod`` /
+    ``lod_psnr``: the ladder options given (at least one; both is an error)."""
+    if lod is not None and lod_psnr is not None:
+        raise SundaeError("give --lod (ratios) or --lod-psnr (PSNR targets), not both")
+    which = "--lod" if lod_psnr is None else "--lod-psnr"
+    if target_psnr is not None or target_size is not None:
+        raise SundaeError(f"{which} sets every level; it cannot be combined with --target-psnr / --target-size")
     if ratio is not None or count is not None:
-        raise SundaeError("--lod sets the ratio of every level; drop --ratio / --count")
+        raise SundaeError(f"{which} sets the size of every level; drop --ratio / --count")
+    if best_effort and lod_psnr is None:
+        raise SundaeError("--best-effort applies to --target-psnr and --lod-psnr")
     if fmt != "sundae":
         raise SundaeError(f"--lod writes one .sundae bundle holding every level; the {fmt} format holds one "
                           f"scene (write one file per --ratio instead)")
     opts = finetune_options or {}
     if opts.get("net") or opts.get("features"):
-        raise SundaeError("--lod levels carry no compensation net: drop --net / --features")
+        raise SundaeError(f"{which} levels carry no compensation net: drop --net / --features")
 
 
 def fidelity_entry(r: Dict[str, Any]) -> Dict[str, Any]:
@@ -133,6 +170,9 @@ def format_level_line(lv: Dict[str, Any]) -> str:
             f"{lv.get('bytes', 0) / 1e3:.1f} KB (readable after the first {lv.get('prefix_bytes', 0) / 1e3:.1f} KB)")
     if lv.get("novel_psnr") is not None:
         line += f", novel views {lv['novel_psnr']:.2f} dB (worst {lv['worst_psnr']:.2f})"
+    t = lv.get("target")
+    if t:
+        line += f"; target {t['requested']:g} dB {'reached' if t['reached'] else 'NOT reached'}"
     return line
 
 

@@ -4,7 +4,10 @@
 the expensive part of every probe) and caches pruned scenes by count, so a probe costs one prune,
 one codec round trip and 12 renders of the small candidate. :meth:`SceneStages.build` runs the
 real stages (prune, fine-tune, encode), writes the bundle to a temporary file and scores what
-reads back from it: the PSNR a build reports is the PSNR of the bundle as written."""
+reads back from it: the PSNR a build reports is the PSNR of the bundle as written. With
+``layout=2`` the stages are those of one level of a level-of-detail ladder (``--lod-psnr``): the
+codec round trip, the bytes and the build use the ladder's level encoding
+(:func:`~sundae_compress.io.ladder.encode_level`), and a build's payload carries the encoded level."""
 
 from __future__ import annotations
 
@@ -50,11 +53,17 @@ class SceneStages:
     or is None for ``--no-finetune``; ``settings(quality)`` gives a preset's codec settings;
     ``info(count, quality, finetune_summary)`` the bundle's header info; ``read(path)`` reads a
     bundle back as ``(Gaussians, postprocess)`` (``api.load_for_render``); ``novel`` / ``near`` are
-    the evaluation cameras."""
+    the evaluation cameras. ``layout=2``: ladder levels (see the module docstring; ``info`` and
+    ``read`` are then unused). Probes are memoised per (count, quality)."""
 
     def __init__(self, gs: GaussianSet, *, prune: Callable, finetune: Optional[Callable], settings: Callable,
-                 info: Callable, read: Callable, novel: List, near: Optional[List] = None, notify=None):
+                 info: Callable, read: Callable, novel: List, near: Optional[List] = None, notify=None,
+                 layout: Optional[int] = None):
+        if layout not in (None, 2):
+            raise ValueError(f"layout must be None (single-level bundle) or 2 (ladder level), got {layout!r}")
         self.gs, self.n = gs, len(gs)
+        self.layout = layout
+        self._probes: Dict[tuple, float] = {}
         self._read = read
         self._prune, self._finetune, self.settings, self.info = prune, finetune, settings, info
         self.novel, self.near = list(novel), list(near or [])
@@ -86,17 +95,27 @@ class SceneStages:
     def roundtrip(self, gs: GaussianSet, quality: str) -> GaussianSet:
         from ..codec import decode_gaussians, encode_gaussians
 
-        sections, meta = encode_gaussians(gs, self.settings(quality))
+        if self.layout == 2:
+            sections, meta = encode_gaussians(gs, self.settings(quality), version=2)
+        else:
+            sections, meta = encode_gaussians(gs, self.settings(quality))
         return decode_gaussians(sections, meta)
 
     # -- the callables of targets.py -------------------------------------------------------------
     def probe(self, count: int, quality: str) -> float:
         """Novel-view PSNR of the scene pruned to ``count``, through the codec, no fine-tuning."""
-        cand = self.roundtrip(self.pruned(count), quality)
-        return score(self.refs("novel"), self.novel, self.gs, cand)["psnr"]
+        key = (int(count), quality)
+        if key not in self._probes:
+            cand = self.roundtrip(self.pruned(count), quality)
+            self._probes[key] = score(self.refs("novel"), self.novel, self.gs, cand)["psnr"]
+        return self._probes[key]
 
     def size(self, count: int, quality: str) -> int:
         kept = self.pruned(count)
+        if self.layout == 2:
+            from ..io.ladder import encode_level
+
+            return encode_level(kept, self.settings(quality)).stored_bytes
         return len(bundle_bytes(kept, self.settings(quality), info=self.info(len(kept), quality, None)))
 
     def build(self, count: int, quality: str, limit: Optional[int] = None) -> Built:
@@ -110,6 +129,8 @@ class SceneStages:
             kept, net, net_meta, summary = self._finetune(self.pruned(count), count, settings)
         else:
             kept = self.pruned(count)
+        if self.layout == 2:
+            return self._build_level(kept, quality, settings, summary, finetuned)
         data = bundle_bytes(kept, settings, net=net, net_meta=net_meta, info=self.info(len(kept), quality, summary))
         while limit is not None and len(data) > limit - HEADER_SLACK:
             smaller = int(len(kept) * (limit - HEADER_SLACK) / len(data) * 0.995)
@@ -126,6 +147,17 @@ class SceneStages:
         payload = {"gaussians": kept, "net": net, "net_meta": net_meta, "finetune": summary,
                    "settings": settings, "decoded": cand, "post": post, "novel": novel}
         return Built(len(kept), quality, novel["psnr"], len(data), finetuned, payload)
+
+    def _build_level(self, kept: GaussianSet, quality: str, settings, summary, finetuned: bool) -> Built:
+        """A ladder level: encoded as the ladder stores it, decoded as a reader does, scored."""
+        from ..io.ladder import decoded_levels, encode_level
+
+        level = encode_level(kept, settings)
+        cand = decoded_levels([level])[0]
+        novel = score(self.refs("novel"), self.novel, self.gs, cand)
+        payload = {"gaussians": kept, "level": level, "net": None, "net_meta": None, "finetune": summary,
+                   "settings": settings, "decoded": cand, "post": None, "novel": novel}
+        return Built(len(kept), quality, novel["psnr"], level.stored_bytes, finetuned, payload)
 
     def fidelity(self, built: Built) -> Dict[str, Any]:
         """Near and novel view scores of a build (the shape of ``evaluate_view_sets``' result)."""

@@ -106,6 +106,8 @@ class Outcome:
     trials: List[Dict[str, Any]] = field(default_factory=list)
     builds: int = 0
     note: str = ""
+    #: fine-tuning gains measured by this search, (count, dB over prune-only): a prior for the next
+    gains: List[Tuple[int, float]] = field(default_factory=list)
 
     def to_dict(self) -> Dict[str, Any]:
         return {"kind": self.kind, "target": self.target, "reached": self.reached,
@@ -248,14 +250,22 @@ def _gain_at(count: int, gains: Sequence[Tuple[int, float]]) -> float:
 
 def search_psnr(target: float, n: int, probe: Callable, size: Callable, build: Callable, *,
                 finetune: bool, qualities: Sequence[str] = PRESETS, notify=None,
-                max_builds: int = MAX_BUILDS) -> Outcome:
+                max_builds: int = MAX_BUILDS, prior_gains: Sequence[Tuple[int, float]] = ()) -> Outcome:
     """The smallest bundle whose novel-view PSNR reaches ``target`` (see the module docstring).
     ``outcome.reached`` is False when not even all ``n`` Gaussians at the best preset reach it;
-    ``outcome.built`` is then the best build found."""
+    ``outcome.built`` is then the best build found. ``prior_gains``: fine-tuning gains measured
+    on the same scene by an earlier search (``outcome.gains``; a ladder's coarser level) replace
+    :data:`PRIOR_GAIN` for the first build and join the gain model."""
     rec = Recorder(probe, size, notify)
     say = rec.say
     guess = None
-    level0 = target if not finetune else target - PRIOR_GAIN
+    model: List[Tuple[int, float]] = list(prior_gains)
+    if not finetune:
+        level0 = target
+    elif model:
+        level0 = target + AIM - _gain_at(max(1, n // 10), model)
+    else:
+        level0 = target - PRIOR_GAIN
     # the preset: the one whose prune-only count for the (first) level gives the fewest bytes;
     # presets are tried from the smallest up while the next one keeps winning
     options = []
@@ -283,6 +293,7 @@ def search_psnr(target: float, n: int, probe: Callable, size: Callable, build: C
         builds.append(b)
         if b.finetuned:
             gains.append((c, b.psnr - rec.probe(c, q)))
+            model.append(gains[-1])
         say(f"build: {c:,} Gaussians, {q} codec{', fine-tuned' if b.finetuned else ''} -> "
             f"{b.psnr:.2f} dB novel, {b.bytes:,} bytes")
         if target <= b.psnr <= target + WINDOW:
@@ -293,11 +304,11 @@ def search_psnr(target: float, n: int, probe: Callable, size: Callable, build: C
         failing = [x.count for x in builds if x.psnr < target]
         hi = min(passing) if passing else n + 1
         lo = max((x for x in failing if x < hi), default=0)
-        if not gains:  # a build without fine-tuning (all Gaussians): nothing to model
+        if not model:  # a build without fine-tuning (all Gaussians): nothing to model
             break
         nxt = c
         for _ in range(3):  # fixed point of: prune-only level = target + AIM - gain(count)
-            level = target + AIM - _gain_at(nxt, gains)
+            level = target + AIM - _gain_at(nxt, model)
             found = count_for_level(rec, level, n, q, guess=nxt)
             nxt = n if found is None else found
         nxt = min(hi - 1, max(lo + 1, nxt), n)
@@ -308,7 +319,7 @@ def search_psnr(target: float, n: int, probe: Callable, size: Callable, build: C
         c = nxt
     ok = [x for x in builds if x.psnr >= target]
     chosen = min(ok, key=lambda x: x.bytes) if ok else max(builds, key=lambda x: x.psnr)
-    return Outcome("psnr", target, bool(ok), chosen, rec.trials, len(builds))
+    return Outcome("psnr", target, bool(ok), chosen, rec.trials, len(builds), gains=gains)
 
 
 def search_size(limit: int, n: int, probe: Callable, size: Callable, build: Callable, *,
