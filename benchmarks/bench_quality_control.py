@@ -1,15 +1,18 @@
 """Quality control (issue 14, part A): ``--target-psnr`` and ``--target-size`` on the shared scenes.
 
 Usage: python benchmarks/bench_quality_control.py [--scenes donut guitar playbot_125k]
-       [--targets 28 33 38] [--sizes 100KB 300KB] [--finetune [--iterations N]] [--baseline]
+       [--targets 28 33 38] [--sizes 100KB 300KB] [--lod-psnr 28,32,36] [--finetune [--iterations N]]
+       [--baseline]
 
 Each row is one ``sundae-compress`` process (``--json``): requested vs achieved novel-view PSNR
 (the written bundle read back and scored against the original on the 12 novel views, as
 ``sundae-eval`` does), bytes, Gaussians kept, codec preset, builds / probes spent, wall and CPU
 seconds, peak RSS, and the load average at start and end. ``--baseline`` adds one plain compress
 of the same scene (``--ratio 0.1``, same fine-tuning setting) for the time comparison; the time of
-the default compress (fine-tuned, 400 iterations) is the measured one of
-benchmarks/results/generalisation.json when this run did not measure it.
+the default compress (fine-tuned, 400 iterations) is the ``--finetune --baseline`` row of the same
+scene when there is one (measured in the same run, under the same load), else the measured one of
+benchmarks/results/generalisation.json. ``--lod-psnr`` rows are ladders: requested vs achieved
+PSNR per level.
 
 Rows accumulate in benchmarks/results/quality_control.json (a row with the same scene, mode and
 target is replaced); the Markdown table is rebuilt from all rows.
@@ -61,6 +64,9 @@ def _compress(args) -> dict:
                    novel=(q.get("novel") or {}).get("psnr"), worst=(q.get("worst") or {}).get("psnr"),
                    target={k: v for k, v in (rep.get("target") or {}).items() if k != "trials"},
                    probes=len((rep.get("target") or {}).get("trials") or []), stages=rep.get("stages"))
+        if rep.get("levels"):
+            out["levels"] = [{k: lv.get(k) for k in ("level", "count", "bytes", "quality", "novel_psnr", "worst_psnr",
+                                                      "target", "seconds")} for lv in rep["levels"]]
     else:
         out["error"] = r.stderr.strip().splitlines()[-1] if r.stderr.strip() else ""
     return out
@@ -81,6 +87,7 @@ def main():
     ap.add_argument("--scenes", nargs="+", default=["donut", "guitar", "playbot_125k"])
     ap.add_argument("--targets", nargs="*", type=float, default=[28.0, 33.0, 38.0])
     ap.add_argument("--sizes", nargs="*", default=[])
+    ap.add_argument("--lod-psnr", nargs="*", default=[], help="ladder rows, e.g. 28,32,36")
     ap.add_argument("--finetune", action="store_true", help="fine-tuned rows (default: --no-finetune)")
     ap.add_argument("--iterations", type=int, default=None)
     ap.add_argument("--baseline", action="store_true", help="also time one --ratio 0.1 compress")
@@ -124,6 +131,7 @@ def main():
             jobs = [("ratio", 0.1, ["--ratio", "0.1"])] if a.baseline else []
             jobs += [("psnr", t, ["--target-psnr", t]) for t in a.targets]
             jobs += [("size", s, ["--target-size", s]) for s in a.sizes]
+            jobs += [("lod_psnr", s, ["--lod-psnr", s]) for s in a.lod_psnr]
             for kind, value, extra in jobs:
                 out = Path(tmp) / f"{scene}.sundae"
                 res = _compress([src, "-o", out, "--overwrite", *extra, *ft])
@@ -131,6 +139,16 @@ def main():
                 print(json.dumps({k: row.get(k) for k in ("scene", "mode", "kind", "requested", "novel", "bytes",
                                                            "wall_s", "exit", "error")}), flush=True)
                 keep(row)
+
+
+def _reference(r, base, dflt):
+    """The default compress a target row is compared with: the same scene's fine-tuned ``--baseline``
+    row (``same run``), else generalisation.json's measurement."""
+    if r["mode"].startswith("finetune"):
+        b = base.get((r["scene"], r["mode"]))
+        if b and not b.get("exit"):
+            return {"wall_s": b["wall_s"], "cpu_s": b["cpu_s"], "source": "same run"}
+    return dflt.get(r["scene"])
 
 
 def write_md(data):
@@ -160,7 +178,7 @@ def write_md(data):
         ok = "yes" if r["requested"] <= r["novel"] <= r["requested"] + 1 else ("no (above)" if r["novel"] > r["requested"] else "no")
         b = base.get((r["scene"], r["mode"]))
         xb = f"{r['wall_s'] / b['wall_s']:.1f}×" if b and b.get("wall_s") else "-"
-        d = dflt.get(r["scene"])
+        d = _reference(r, base, dflt)
         xd = "-"
         if d:
             xw = f"{r['wall_s'] / d['wall_s']:.2f}×" if "untimed" not in r["mode"] else "(untimed)"
@@ -192,17 +210,43 @@ def write_md(data):
                          f"{r['bytes']:,} | {r['wall_s']} | {r['cpu_s']} | {r['load_start']} → {r['load_end']} |")
     for s, d in dflt.items():
         lines.append(f"| {s} | default compress (fine-tuned, 400 it; benchmarks/results/generalisation.json, "
-                     f"before the native renderer) | | | {d['wall_s']} | {d.get('cpu_s') or ''} | {d['load']} |")
+                     f"native renderer) | | | {d['wall_s']} | {d.get('cpu_s') or ''} | {d['load']} |")
+    lad = [r for r in rows if r["kind"] == "lod_psnr"]
+    if lad:
+        lines += ["", "## --lod-psnr ladders", "",
+                  "Each level is the smallest that reaches its target (searched as `--target-psnr`, at the level's "
+                  "preset); *achieved* is the level decoded from the written file and scored on the novel views.", "",
+                  "| scene | mode | level | target dB | achieved dB | worst view | in window | Gaussians | preset | "
+                  "level bytes | ladder bytes | ladder wall s / CPU s | load start → end |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in lad:
+            if r.get("exit"):
+                lines.append(f"| {r['scene']} | {r['mode']} | {r['requested']} | {r.get('error', 'failed')} | | | | | "
+                             f"| | | {r['wall_s']} / {r['cpu_s']} | {r['load_start']} → {r['load_end']} |")
+                continue
+            for lv in r["levels"]:
+                t = (lv.get("target") or {}).get("requested")
+                ok = "yes" if t is not None and t <= lv["novel_psnr"] <= t + 1 else "no"
+                lines.append(f"| {r['scene']} | {r['mode']} | {lv['level']} | {t:g} | {lv['novel_psnr']:.2f} | "
+                             f"{lv['worst_psnr']:.2f} | {ok} | {lv['count']:,} | {lv['quality']} | {lv['bytes']:,} | "
+                             f"{r['bytes']:,} | {r['wall_s']} / {r['cpu_s']} | {r['load_start']} → {r['load_end']} |")
     psnr_rows = [r for r in rows if r["kind"] == "psnr"]
     done = [r for r in psnr_rows if not r.get("exit")]
     inside = [r for r in done if r["requested"] <= r["novel"] <= r["requested"] + 1]
+    timed = []
+    for r in done:
+        d = _reference(r, base, dflt)
+        if r["mode"].startswith("finetune") and "untimed" not in r["mode"] and d and d.get("cpu_s"):
+            timed.append(f"{r['scene']} {r['requested']:g} dB {r['cpu_s'] / d['cpu_s']:.2f}× CPU "
+                         f"({r['wall_s'] / d['wall_s']:.2f}× wall)")
     lines += ["", "## Status against the goal", "",
               f"- Window: {len(inside)} of {len(done)} completed `--target-psnr` runs landed in [target, target + 1 dB]"
               + (f" (largest overshoot {max(r['novel'] - r['requested'] for r in done):.2f} dB)" if done else "") + ".",
-              "- Time: rows marked *untimed* ran outside the benchmark lock while the machine was shared (load ~16 "
-              "on 2 cores): their wall times are not timings. The default-compress reference times come from "
-              "benchmarks/results/generalisation.json and were measured before the native C renderer landed, so "
-              "the × default column is only indicative; a fresh default compress was not re-measured here.",
+              "- Time, fine-tuned targets against one default compress of the same scene (goal ≤ 3×): "
+              + ("; ".join(timed) if timed else "no timed fine-tuned row yet") + ". A reference marked *same run* was "
+              "measured by `--baseline` in the same process sequence and load; otherwise it is generalisation.json's.",
+              "- Rows marked *untimed* ran outside the benchmark lock while the machine was shared (load ~16 on 2 "
+              "cores): their wall times are not timings; CPU times are the process's own.",
               "- Fine-tuned rows: only those listed above were measured (see the mode column); a row that is "
               "missing was not measured, not skipped for its result."]
     OUT_MD.write_text("\n".join(lines) + "\n")
