@@ -473,6 +473,25 @@ def evaluate_output(original: GaussianSet, path, near, novel, *, side_by_side_pa
     return result
 
 
+def _read_source(input: Path, report: CompressReport, *, strict: bool, sh_degree, notify) -> GaussianSet:
+    """Read the source scene for a compress run, recording its counts, bytes and read time in
+    ``report`` and telling ``notify`` about dropped rows and unexpected properties."""
+    t = time.perf_counter()
+    gs = load_scene(input, strict=strict, sh_degree=sh_degree)
+    report.stages["read"] = time.perf_counter() - t
+    report.source_count = int(gs.meta.get("source_count", len(gs)))
+    report.valid_count = len(gs)
+    report.dropped_rows = int(gs.meta.get("dropped_rows", 0))
+    report.ignored_properties = list(gs.meta.get("ignored_properties", []))
+    report.bytes_in = int(gs.meta.get("source_bytes", os.path.getsize(input)))
+    if report.dropped_rows:
+        notify(f"dropped {report.dropped_rows:,} rows with NaN/Inf values")
+    unexpected = [p for p in report.ignored_properties if p not in STANDARD_UNUSED_PROPERTIES]
+    if unexpected:
+        notify(f"ignored properties: {', '.join(unexpected)}")
+    return gs
+
+
 def compress(input, output=None, *, ratio: Optional[float] = None, count: Optional[int] = None,
              gamma: float = 0.5, method: str = "spectral", merge: Optional[str] = "auto",
              finetune: bool = True, sh_degree: Optional[int] = None, strict: bool = False,
@@ -545,19 +564,7 @@ def compress(input, output=None, *, ratio: Optional[float] = None, count: Option
         report.notes.append(no_net_note(fmt))
         say(report.notes[-1])
 
-    t = time.perf_counter()
-    gs = load_scene(input, strict=strict, sh_degree=sh_degree)
-    report.stages["read"] = time.perf_counter() - t
-    report.source_count = int(gs.meta.get("source_count", len(gs)))
-    report.valid_count = len(gs)
-    report.dropped_rows = int(gs.meta.get("dropped_rows", 0))
-    report.ignored_properties = list(gs.meta.get("ignored_properties", []))
-    report.bytes_in = int(gs.meta.get("source_bytes", os.path.getsize(input)))
-    if report.dropped_rows:
-        say(f"dropped {report.dropped_rows:,} rows with NaN/Inf values")
-    unexpected = [p for p in report.ignored_properties if p not in STANDARD_UNUSED_PROPERTIES]
-    if unexpected:
-        say(f"ignored properties: {', '.join(unexpected)}")
+    gs = _read_source(input, report, strict=strict, sh_degree=sh_degree, notify=say)
 
     report.merge = resolve_merge(merge, len(gs))
     if target is not None:
@@ -570,26 +577,15 @@ def compress(input, output=None, *, ratio: Optional[float] = None, count: Option
     net_bytes = None
     net_meta = None
     if finetune:
-        from .compensate.train import finetune as run_finetune
-
         report.cameras = views.source
         say(views.source)
-        opts = dict(finetune_options or {})
-        pruned = _prune(gs, budget, method, gamma, report.merge, seed) if not opts.get("prune_schedule") else gs
+        scheduled = (finetune_options or {}).get("prune_schedule")
+        pruned = _prune(gs, budget, method, gamma, report.merge, seed) if not scheduled else gs
         report.stages["prune"] = time.perf_counter() - t
         t = time.perf_counter()
-        from .compensate.config import FinetuneConfig
-
-        cfg = FinetuneConfig.build(seed=seed, target_count=budget, **opts)
-        hooks = finetune_hooks(settings, method=method, gamma=gamma, merge=report.merge, seed=seed)
-        result = run_finetune(gs, pruned, cfg, cameras=views.cameras, images=views.images, hooks=hooks)
-        kept = result.gaussians
-        report.finetune = result.summary()
-        if result.net is not None:
-            from .compensate.onnx_io import export_onnx
-
-            net_bytes = export_onnx(result.net, half=True)  # fp16 weights: half the bytes, ~1e-5 difference
-            net_meta = dict(result.net_meta(), params=result.net.num_params())
+        kept, net_bytes, net_meta, report.finetune = _finetune_to(
+            gs, pruned, budget, settings, views=views, finetune_options=finetune_options, method=method,
+            gamma=gamma, merge=report.merge, seed=seed)
         report.stages["finetune"] = time.perf_counter() - t
     else:
         kept = _prune(gs, budget, method, gamma, report.merge, seed)
@@ -681,24 +677,12 @@ def compress_to_target(report: CompressReport, gs: GaussianSet, target, *, t0: f
 
     run_ft = None
     if finetune:
-        from .compensate.config import FinetuneConfig
-        from .compensate.train import finetune as run_finetune
-
         report.cameras = views.source
         notify(views.source)
 
         def tune(pruned, count, codec):
-            cfg = FinetuneConfig.build(seed=seed, target_count=count, **opts)
-            hooks = finetune_hooks(codec, method=method, gamma=gamma, merge=report.merge, seed=seed)
-            start = gs if opts.get("prune_schedule") else pruned
-            result = run_finetune(gs, start, cfg, cameras=views.cameras, images=views.images, hooks=hooks)
-            net = meta = None
-            if result.net is not None:
-                from .compensate.onnx_io import export_onnx
-
-                net = export_onnx(result.net, half=True)
-                meta = dict(result.net_meta(), params=result.net.num_params())
-            return result.gaussians, net, meta, result.summary()
+            return _finetune_to(gs, pruned, count, codec, views=views, finetune_options=opts, method=method,
+                                gamma=gamma, merge=report.merge, seed=seed)
 
         run_ft = tune
 
@@ -777,19 +761,7 @@ def _compress_ladder(input, output, lod, *, lod_psnr=None, best_effort: bool = F
     views = training_views(input, cameras=cameras, images=images) if finetune else None
     report = CompressReport(input=str(input), output=str(output), method=method, format="sundae")
 
-    t = time.perf_counter()
-    gs = load_scene(input, strict=strict, sh_degree=sh_degree)
-    report.stages["read"] = time.perf_counter() - t
-    report.source_count = int(gs.meta.get("source_count", len(gs)))
-    report.valid_count = len(gs)
-    report.dropped_rows = int(gs.meta.get("dropped_rows", 0))
-    report.ignored_properties = list(gs.meta.get("ignored_properties", []))
-    report.bytes_in = int(gs.meta.get("source_bytes", os.path.getsize(input)))
-    if report.dropped_rows:
-        say(f"dropped {report.dropped_rows:,} rows with NaN/Inf values")
-    unexpected = [p for p in report.ignored_properties if p not in STANDARD_UNUSED_PROPERTIES]
-    if unexpected:
-        say(f"ignored properties: {', '.join(unexpected)}")
+    gs = _read_source(input, report, strict=strict, sh_degree=sh_degree, notify=say)
     report.merge = resolve_merge(merge, len(gs))
     if finetune:
         report.cameras = views.source
@@ -893,23 +865,13 @@ def _ladder_to_targets(gs, targets, report, ev, refs, *, quality, settings, best
     def prune_to(scene, count):
         return _prune(scene, int(count), method, gamma, merge, seed)
 
-    tune = None
-    if finetune:
-        from .compensate.config import FinetuneConfig
-        from .compensate.train import finetune as run_finetune
+    def tune(pruned, count, codec):  # ladder levels are stored in codec layout 2
+        return _finetune_to(gs, pruned, count, codec, views=views, finetune_options=finetune_options,
+                            method=method, gamma=gamma, merge=merge, seed=seed, codec_layout=2)
 
-        opts = dict(finetune_options or {})
-
-        def tune(pruned, count, codec):
-            cfg = FinetuneConfig.build(seed=seed, target_count=count, **opts)
-            hooks = finetune_hooks(codec, method=method, gamma=gamma, merge=merge, seed=seed, codec_layout=2)
-            start = gs if opts.get("prune_schedule") else pruned
-            result = run_finetune(gs, start, cfg, cameras=views.cameras, images=views.images, hooks=hooks)
-            return result.gaussians, None, None, result.summary()
-
-    stages = SceneStages(gs, prune=prune_to, finetune=tune, settings=by_name.__getitem__, info=None, read=None,
+    stages = SceneStages(gs, prune=prune_to, finetune=tune if finetune else None, settings=by_name.__getitem__, info=None, read=None,
                          novel=novel, near=near, notify=notify, layout=2)
-    encoded, gains, missed = [], [], []
+    encoded, gains = [], []
     for k, target in enumerate(targets):
         t = time.perf_counter()
         s, preset = presets[k]
@@ -954,19 +916,36 @@ def _ladder_level(gs, n: int, *, method, gamma, merge, seed, finetune, views, fi
         kept = _prune(gs, n, method, gamma, merge, seed)
         stages["prune"] = time.perf_counter() - t
         return kept, {}, stages
+    pruned = _prune(gs, n, method, gamma, merge, seed) if not (finetune_options or {}).get("prune_schedule") else gs
+    stages["prune"] = time.perf_counter() - t
+    t = time.perf_counter()
+    kept, _, _, summary = _finetune_to(gs, pruned, n, settings, views=views, finetune_options=finetune_options,
+                                       method=method, gamma=gamma, merge=merge, seed=seed,
+                                       codec_layout=2)  # ladder levels are stored in codec layout 2
+    stages["finetune"] = time.perf_counter() - t
+    return kept, summary, stages
+
+
+def _finetune_to(gs: GaussianSet, pruned: GaussianSet, count: int, settings, *, views, finetune_options, method,
+                 gamma, merge, seed, codec_layout=None):
+    """Fine-tune ``pruned`` (``count`` Gaussians; the whole scene ``gs`` with a prune schedule) by
+    distilling ``gs`` on ``views``, with the codec round trip of ``settings`` (``codec_layout``) as a
+    hook. Returns ``(Gaussians, ONNX net bytes or None, net metadata or None, summary dict)``."""
     from .compensate.config import FinetuneConfig
     from .compensate.train import finetune as run_finetune
 
     opts = dict(finetune_options or {})
-    pruned = _prune(gs, n, method, gamma, merge, seed) if not opts.get("prune_schedule") else gs
-    stages["prune"] = time.perf_counter() - t
-    t = time.perf_counter()
-    cfg = FinetuneConfig.build(seed=seed, target_count=n, **opts)
-    hooks = finetune_hooks(settings, method=method, gamma=gamma, merge=merge, seed=seed,
-                           codec_layout=2)  # ladder levels are stored in codec layout 2
-    result = run_finetune(gs, pruned, cfg, cameras=views.cameras, images=views.images, hooks=hooks)
-    stages["finetune"] = time.perf_counter() - t
-    return result.gaussians, result.summary(), stages
+    cfg = FinetuneConfig.build(seed=seed, target_count=count, **opts)
+    hooks = finetune_hooks(settings, method=method, gamma=gamma, merge=merge, seed=seed, codec_layout=codec_layout)
+    start = gs if opts.get("prune_schedule") else pruned
+    result = run_finetune(gs, start, cfg, cameras=views.cameras, images=views.images, hooks=hooks)
+    net = meta = None
+    if result.net is not None:
+        from .compensate.onnx_io import export_onnx
+
+        net = export_onnx(result.net, half=True)  # fp16 weights: half the bytes, ~1e-5 difference
+        meta = dict(result.net_meta(), params=result.net.num_params())
+    return result.gaussians, net, meta, result.summary()
 
 
 def load_bundle(path, level: Optional[int] = None):
