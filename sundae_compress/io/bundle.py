@@ -22,7 +22,7 @@ import struct
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Dict, List, Optional
 
 import zstandard
 
@@ -551,25 +551,13 @@ def inspect_bundle(path) -> dict:
     def bpg(b):
         return round(8.0 * b / n, 3) if n else None
 
-    src = dict(header.get("source") or {})
-    if isinstance(src.get("bytes"), int) and src["bytes"] > 0:
-        src["compression_ratio"] = round(src["bytes"] / size, 2)
     net = header.get("net")
     net_sec = next((s for s in sections if s.name == NET_SECTION), None)
     return {
-        "path": str(path),
-        "format_version": header["version"],
-        "created_by": header.get("created_by"),
-        "file_bytes": size,
-        "count": n,
-        "sh_degree": header["sh_degree"],
-        "num_features": header["num_features"],
-        "bounds": header.get("bounds"),
-        "bits_per_gaussian": bpg(size),
+        **_inspect_common(path, header, size),
         "header_bytes": sections[0].offset if sections else size,
         "sections": [{"name": s.name, "bytes": s.length, "raw_bytes": s.raw_length, "codec": s.codec,
                       "share": round(s.length / size, 4), "bits_per_gaussian": bpg(s.length)} for s in sections],
-        "source": src or None,
         "settings": header["codec"]["settings"],
         "sh_codebook_entries": (header["codec"].get("sh_rest") or {}).get("codebook_size"),
         "net": {"present": net is not None, "bytes": net_sec.raw_length if net_sec else 0,
@@ -580,15 +568,23 @@ def inspect_bundle(path) -> dict:
     }
 
 
+def _inspect_common(path, header: dict, size: int) -> dict:
+    """The keys every :func:`inspect_bundle` result starts with (single-level and ladder alike)."""
+    n = header["count"]
+    src = dict(header.get("source") or {})
+    if isinstance(src.get("bytes"), int) and src["bytes"] > 0:
+        src["compression_ratio"] = round(src["bytes"] / size, 2)
+    return {"path": str(path), "format_version": header["version"], "created_by": header.get("created_by"),
+            "file_bytes": size, "count": n, "sh_degree": header["sh_degree"], "num_features": header["num_features"],
+            "bounds": header.get("bounds"), "bits_per_gaussian": round(8.0 * size / n, 3) if n else None,
+            "source": src or None}
+
+
 def _inspect_ladder(path, data: bytes, header: dict, base: int) -> dict:
     """:func:`inspect_bundle` of a level-of-detail ladder: the finest level's figures at the top
     level (as for a single-level bundle) plus ``levels``, one entry per level, coarse to fine."""
     levels = ladder_summary(path, data, header, base)
     size = len(data)
-    n = header["count"]
-    src = dict(header.get("source") or {})
-    if isinstance(src.get("bytes"), int) and src["bytes"] > 0:
-        src["compression_ratio"] = round(src["bytes"] / size, 2)
     sections = [{"name": f"L{lv['level']}/{s['name']}", "bytes": s["bytes"], "raw_bytes": s["raw_bytes"],
                  "codec": s["codec"], "share": round(s["bytes"] / size, 4),
                  "bits_per_gaussian": round(8.0 * s["bytes"] / lv["stored"], 3) if lv["stored"] else None}
@@ -596,18 +592,9 @@ def _inspect_ladder(path, data: bytes, header: dict, base: int) -> dict:
     for lv in levels:
         lv.pop("sections")
     return {
-        "path": str(path),
-        "format_version": header["version"],
-        "created_by": header.get("created_by"),
-        "file_bytes": size,
-        "count": n,
-        "sh_degree": header["sh_degree"],
-        "num_features": header["num_features"],
-        "bounds": header.get("bounds"),
-        "bits_per_gaussian": round(8.0 * size / n, 3) if n else None,
+        **_inspect_common(path, header, size),
         "header_bytes": base,
         "sections": sections,
-        "source": src or None,
         "settings": levels[-1]["settings"],
         "sh_codebook_entries": None,
         "net": {"present": False, "bytes": 0, "stored_bytes": 0, "params": None, "meta": None},
