@@ -4,7 +4,8 @@
 merge helpers (``sundae_compress/prune/csrc/*.c``), loaded with ctypes by
 ``sundae_compress/prune/native.py``. ``sundae_compress.render._raster`` is the tile rasteriser of
 the CPU renderer (``sundae_compress/render/csrc/*.c``), loaded with ctypes by
-``sundae_compress/render/native.py``. They need a C compiler and the Python headers; without them
+``sundae_compress/render/native.py`` (both through the shared loader ``sundae_compress/_native.py``).
+They need a C compiler and the Python headers; without them
 the install stops with a message that says what to install.
 """
 

@@ -191,12 +191,12 @@ def test_collapse_reaches_exact_count(backend):
 def test_kernel_is_built():
     """`pip install -e .` / `make venv` builds the extension; the tests need it."""
     assert native.available(), "native kernel not built: run `pip install -e .`"
-    assert Path(native._load()._name).name.startswith("_kernel")
+    assert Path(native._NATIVE.load()._name).name.startswith("_kernel")
 
 
 def test_missing_kernel_warns_once(monkeypatch):
-    monkeypatch.setattr(native, "_load", lambda: None)
-    monkeypatch.setattr(native, "_ERROR", "ImportError: test")
+    monkeypatch.setattr(native._NATIVE, "load", lambda: None)
+    monkeypatch.setattr(native._NATIVE, "error", "ImportError: test")
     native.ran.clear()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("default")
@@ -207,6 +207,49 @@ def test_missing_kernel_warns_once(monkeypatch):
     assert native.ran == {"numpy"}
     missing = [w for w in caught if issubclass(w.category, native.NativeKernelMissing)]
     assert len(missing) == 1 and "pip install -e ." in str(missing[0].message)
+
+
+class _TestKernelMissing(RuntimeWarning):
+    pass
+
+
+def test_shared_loader_says_why_and_switches():
+    """sundae_compress._native (the loader both natives use), without monkeypatching: a module that
+    was never built, a built one lacking a declared function, and the real kernel."""
+    import ctypes
+
+    from sundae_compress._native import NativeLibrary
+    from sundae_compress.render import native as raster_native
+
+    absent = NativeLibrary("sundae_compress.prune._no_such_kernel", {}, what="test kernel",
+                           fallback="the slow path", category=_TestKernelMissing)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        with absent.use(False):
+            assert absent.get() is None  # switched off: no attempt reported
+        assert caught == []
+        assert absent.get() is None and absent.get() is None
+    assert absent.error.startswith("ModuleNotFoundError") and "_no_such_kernel" in absent.error
+    assert len(caught) == 1 and caught[0].category is _TestKernelMissing
+    assert caught[0].filename == __file__  # stacklevel: the warning points at get()'s caller
+    assert str(caught[0].message) == (f"sundae-compress: test kernel not built ({absent.error}); using the "
+                                      "slow path. Run `pip install -e .` to build it.")
+    with pytest.raises(RuntimeError, match=r"the test kernel is not built \(ModuleNotFoundError"), absent.use(True):
+        absent.get()
+    assert absent.forced is None  # use() restores the switch, also after an exception
+
+    lacking = NativeLibrary("sundae_compress.prune._kernel", {"no_such_function": (None, [])},
+                            what="test kernel", fallback="-", category=_TestKernelMissing)
+    assert not lacking.available() and lacking.error.startswith("AttributeError") and "no_such_function" in lacking.error
+
+    for mod, name in ((native, "_kernel"), (raster_native, "_raster")):
+        real = NativeLibrary(f"{mod.__package__}.{name}", mod._SIGNATURES, what="-", fallback="-",
+                             category=_TestKernelMissing)
+        cdll = real.get()
+        assert cdll is not None and real.error == "" and real.load() is cdll  # loaded once
+        for fn, (res, args) in mod._SIGNATURES.items():
+            assert getattr(cdll, fn).restype is res and getattr(cdll, fn).argtypes == args
+    assert native.lib().grid_build.restype is ctypes.c_int64
 
 
 @pytest.mark.slow

@@ -63,7 +63,7 @@ def _composite_both(p, cam, features=None):
 def test_native_kernel_is_built():
     """`pip install -e .` / `make venv` builds the rasteriser; the tests need it."""
     assert native.available(), "native rasteriser not built: run `pip install -e .`"
-    assert Path(native._load()._name).name.startswith("_raster")
+    assert Path(native._NATIVE.load()._name).name.startswith("_raster")
 
 
 @pytest.mark.parametrize("size", [(64, 48), (97, 61), (16, 16), (5, 300)])
@@ -183,8 +183,8 @@ def test_dispatch_keeps_torch_for_float64():
 
 
 def test_missing_rasteriser_warns_once_and_falls_back(monkeypatch):
-    monkeypatch.setattr(native, "_load", lambda: None)
-    monkeypatch.setattr(native, "_ERROR", "ImportError: test")
+    monkeypatch.setattr(native._NATIVE, "load", lambda: None)
+    monkeypatch.setattr(native._NATIVE, "error", "ImportError: test")
     p = _scene(n=60)
     cam = Camera(np.eye(4), 30.0, 30.0, 16.0, 12.0, 32, 24)
     native.ran.clear()

@@ -1,8 +1,8 @@
 """Loader of the native kernel (``sundae_compress/prune/csrc``, built by ``pip install``).
 
 The C sources are compiled by the package build into the extension ``prune._kernel`` (see
-``setup.py``). Importing it proves it was built for this interpreter; the same file is then
-opened with :mod:`ctypes`, whose functions work on numpy buffers passed by pointer.
+``setup.py``), opened with :mod:`ctypes` by :class:`sundae_compress._native.NativeLibrary` (shared
+with the rasteriser); its functions work on numpy buffers passed by pointer.
 
 :func:`lib` returns the library, or ``None`` when the numpy / scipy fallbacks must run: the
 extension is missing (a source tree nobody built: ``pip install -e .`` builds it), or a test chose
@@ -17,15 +17,13 @@ Helpers shared by the callers (graph, moments, collapse): :func:`ptr`, :func:`nu
 from __future__ import annotations
 
 import ctypes
-import importlib
 import os
-import threading
-import warnings
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from typing import Optional, Set
 
 import numpy as np
+
+from .._native import NativeLibrary
 
 __all__ = ["lib", "available", "use", "ran", "ptr", "num_threads", "split", "run_parallel",
            "NativeKernelMissing"]
@@ -35,11 +33,6 @@ class NativeKernelMissing(RuntimeWarning):
     """The native kernel is not built; the (slower) numpy / scipy paths run instead."""
 
 
-_LOCK = threading.Lock()
-_LIB: Optional[ctypes.CDLL] = None
-_TRIED = False
-_ERROR = ""
-_FORCED: Optional[bool] = None  # None: native if built; False: numpy; True: native (must exist)
 #: Backends handed out since the last reset ("native" and/or "numpy"); tests clear and inspect it.
 ran: Set[str] = set()
 
@@ -66,58 +59,19 @@ _SIGNATURES = {
 }
 
 
-def _load() -> Optional[ctypes.CDLL]:
-    global _LIB, _TRIED, _ERROR
-    with _LOCK:
-        if not _TRIED:
-            _TRIED = True
-            try:
-                kernel = importlib.import_module(f"{__package__}._kernel")  # built for this interpreter?
-                cdll = ctypes.CDLL(kernel.__file__)
-                for name, (res, args) in _SIGNATURES.items():
-                    f = getattr(cdll, name)
-                    f.restype, f.argtypes = res, args
-                _LIB = cdll
-            except (ImportError, OSError, AttributeError) as e:
-                _ERROR = f"{type(e).__name__}: {e}"
-    return _LIB
-
-
-def available() -> bool:
-    """Whether the native kernel is built and loadable (regardless of :func:`use`)."""
-    return _load() is not None
+_NATIVE = NativeLibrary(f"{__package__}._kernel", _SIGNATURES, what="native kernel",
+                        fallback="the numpy/scipy fallback, several times slower on large scenes",
+                        category=NativeKernelMissing)
+available = _NATIVE.available
+use = _NATIVE.use
 
 
 def lib() -> Optional[ctypes.CDLL]:
-    """The native kernel, or None when the numpy / scipy fallback must run (recorded in :data:`ran`)."""
-    if _FORCED is False:
-        ran.add("numpy")
-        return None
-    out = _load()
-    if out is None:
-        if _FORCED:
-            raise RuntimeError(f"the native kernel is not built ({_ERROR}); run `pip install -e .`")
-        warnings.warn(f"sundae-compress: native kernel not built ({_ERROR}); using the numpy/scipy "
-                      "fallback, several times slower on large scenes. Run `pip install -e .` to build it.",
-                      NativeKernelMissing, stacklevel=2)
-        warnings.filterwarnings("ignore", category=NativeKernelMissing)  # once per process
-        ran.add("numpy")
-        return None
-    ran.add("native")
+    """The native kernel, or None when the numpy / scipy fallback must run (recorded in :data:`ran`).
+    ``use(False)`` chooses the fallback; ``use(True)`` raises if the kernel is not built."""
+    out = _NATIVE.get(stacklevel=2)
+    ran.add("numpy" if out is None else "native")
     return out
-
-
-@contextmanager
-def use(native: bool):
-    """Run the enclosed code with (``True``) or without (``False``) the native kernel (tests,
-    benchmarks). ``True`` raises if the kernel is not built."""
-    global _FORCED
-    old = _FORCED
-    _FORCED = bool(native)
-    try:
-        yield
-    finally:
-        _FORCED = old
 
 
 def ptr(a: np.ndarray):

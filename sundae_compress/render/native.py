@@ -2,8 +2,8 @@
 Python side.
 
 The C sources are compiled by the package build into the extension ``render._raster`` (see
-``setup.py``); importing it proves it was built for this interpreter, and the same file is then
-opened with :mod:`ctypes` (its functions take torch CPU buffers by pointer and release the GIL).
+``setup.py``), opened with :mod:`ctypes` by :class:`sundae_compress._native.NativeLibrary` (shared
+with the prune kernel); its functions take torch CPU buffers by pointer and release the GIL.
 
 :func:`lib` returns the library, or ``None`` when the torch compositor must run: the extension is
 missing (reported once on stderr as a warning: the torch path is several times slower), or a test
@@ -18,15 +18,14 @@ function whose backward is the C backward pass (per-thread gradient buffers, sum
 from __future__ import annotations
 
 import ctypes
-import importlib
 import threading
 import time
-import warnings
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from typing import Dict, Optional, Set
 
 import torch
+
+from .._native import NativeLibrary
 
 __all__ = ["lib", "available", "use", "ran", "supports", "composite_native", "NativeRasterMissing", "TILE"]
 
@@ -37,11 +36,6 @@ class NativeRasterMissing(RuntimeWarning):
     """The native rasteriser is not built; the (slower) torch compositor runs instead."""
 
 
-_LOCK = threading.Lock()
-_LIB: Optional[ctypes.CDLL] = None
-_TRIED = False
-_ERROR = ""
-_FORCED: Optional[bool] = None  # None: native if built; False: torch; True: native (must exist)
 #: Compositors run since the last reset ("native" and/or "torch"); tests clear and inspect it.
 ran: Set[str] = set()
 
@@ -55,54 +49,17 @@ _SIGNATURES = {
 }
 
 
-def _load() -> Optional[ctypes.CDLL]:
-    global _LIB, _TRIED, _ERROR
-    with _LOCK:
-        if not _TRIED:
-            _TRIED = True
-            try:
-                ext = importlib.import_module(f"{__package__}._raster")  # built for this interpreter?
-                cdll = ctypes.CDLL(ext.__file__)
-                for name, (res, args) in _SIGNATURES.items():
-                    f = getattr(cdll, name)
-                    f.restype, f.argtypes = res, args
-                _LIB = cdll
-            except (ImportError, OSError, AttributeError) as e:
-                _ERROR = f"{type(e).__name__}: {e}"
-    return _LIB
-
-
-def available() -> bool:
-    """Whether the native rasteriser is built and loadable (regardless of :func:`use`)."""
-    return _load() is not None
+_NATIVE = NativeLibrary(f"{__package__}._raster", _SIGNATURES, what="native rasteriser",
+                        fallback="the torch compositor, several times slower on CPU",
+                        category=NativeRasterMissing)
+available = _NATIVE.available
+use = _NATIVE.use
 
 
 def lib() -> Optional[ctypes.CDLL]:
-    """The native rasteriser, or None when the torch compositor must run."""
-    if _FORCED is False:
-        return None
-    out = _load()
-    if out is None:
-        if _FORCED:
-            raise RuntimeError(f"the native rasteriser is not built ({_ERROR}); run `pip install -e .`")
-        warnings.warn(f"sundae-compress: native rasteriser not built ({_ERROR}); using the torch "
-                      "compositor, several times slower on CPU. Run `pip install -e .` to build it.",
-                      NativeRasterMissing, stacklevel=3)
-        warnings.filterwarnings("ignore", category=NativeRasterMissing)  # once per process
-    return out
-
-
-@contextmanager
-def use(native: bool):
-    """Composite with (``True``) or without (``False``) the native rasteriser inside the block
-    (tests, benchmarks). ``True`` raises if it is not built."""
-    global _FORCED
-    old = _FORCED
-    _FORCED = bool(native)
-    try:
-        yield
-    finally:
-        _FORCED = old
+    """The native rasteriser, or None when the torch compositor must run. ``use(False)`` chooses
+    the torch compositor; ``use(True)`` raises if the rasteriser is not built."""
+    return _NATIVE.get(stacklevel=3)
 
 
 def supports(proj, values: torch.Tensor) -> bool:
@@ -114,6 +71,7 @@ def supports(proj, values: torch.Tensor) -> bool:
 # -- threads ------------------------------------------------------------------------------------
 _POOL: Optional[ThreadPoolExecutor] = None
 _POOL_N = 0
+_POOL_LOCK = threading.Lock()
 
 
 def _threads(n_tiles: int) -> int:
@@ -127,7 +85,7 @@ def _run(fn, n: int) -> None:
     if n == 1:
         fn(0, 1)
         return
-    with _LOCK:
+    with _POOL_LOCK:
         if _POOL is None or _POOL_N < n:
             if _POOL is not None:
                 _POOL.shutdown(wait=False)
@@ -188,7 +146,7 @@ class _NativeComposite(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, P, vals, bbox, width, height, stats):
-        L = _load()
+        L = _NATIVE.load()
         t0 = time.perf_counter()
         tiles = _Tiles(L, P, bbox, width, height)
         t1 = time.perf_counter()
@@ -203,7 +161,7 @@ class _NativeComposite(torch.autograd.Function):
     def backward(ctx, gout):
         P, vals, bbox, final_t, ncontrib = ctx.saved_tensors
         tiles = ctx.tiles
-        L = _load()
+        L = _NATIVE.load()
         W, H = tiles.width, tiles.height
         V, C1 = vals.shape
         gout = gout.detach().to(torch.float32).contiguous()
@@ -230,9 +188,9 @@ def composite_native(proj, values: torch.Tensor, width: int, height: int,
                      stats: Optional[Dict] = None) -> torch.Tensor:
     """:func:`~.rasterize.composite` in C (CPU float32 tensors, see :func:`supports`). Returns
     (H*W, C+1): the weighted sums of the values and, in the last column, the accumulated alpha."""
-    L = _load()
+    L = _NATIVE.load()
     if L is None:
-        raise RuntimeError(f"the native rasteriser is not built ({_ERROR})")
+        raise RuntimeError(f"the native rasteriser is not built ({_NATIVE.error})")
     info: Dict = {}
     cols = [proj.mean2d[:, 0], proj.mean2d[:, 1], proj.conic[:, 0], proj.conic[:, 1], proj.conic[:, 2],
             proj.opacity]
