@@ -302,11 +302,21 @@ def choose_views(gs, scene_path=None, *, cameras=None, views: Optional[int] = No
     its views (the first ``views``), at ``size`` if given. With ``held_out``, only views fine-tuning
     never trains on: the held-out split of a camera file (every :data:`HOLDOUT_EVERY`-th), or
     generated views at another azimuth phase (:data:`EVAL_VIEW_SEED`)."""
-    from .render.cameras import generate_cameras, load_cameras, split_views
+    from .render.cameras import load_cameras
 
     path, why = _camera_file(scene_path, cameras)
+    return _views_from(gs, path, why, load_cameras(path) if path is not None else None, views=views, size=size,
+                       up=up, held_out=held_out)
+
+
+def _views_from(gs, path: Optional[Path], why: str, all_cams: Optional[list], *, views: Optional[int], size, up,
+                held_out: bool) -> Views:
+    """:func:`choose_views` once its camera file is chosen (``path``, ``why``; None: generated views)
+    and loaded (``all_cams``: every camera in ``path``)."""
+    from .render.cameras import generate_cameras, split_views
+
     if path is not None:
-        cams = all_cams = load_cameras(path)
+        cams = all_cams
         what = f"{len(all_cams)}"
         if held_out:
             cams = split_views(all_cams, HOLDOUT_EVERY)[1]
@@ -438,10 +448,10 @@ def evaluation_views(gs: GaussianSet, scene_path=None, *, cameras=None, views=No
             near = [c.scaled(*size) for c in near]
         near_label = f"given-camera views ({len(near)} held out, {_size_text(near)})"
     else:
-        chosen = choose_views(gs, scene_path, cameras=cameras, views=views, size=size, up=up, held_out=True)
+        path, why = _camera_file(scene_path, cameras)
+        real = load_cameras(path) if path is not None else None  # loaded once: near views and frame
+        chosen = _views_from(gs, path, why, real, views=views, size=size, up=up, held_out=True)
         near, line = chosen.cameras, chosen.source
-        path, _ = _camera_file(scene_path, cameras)
-        real = load_cameras(path) if path is not None else None
         near_label = (f"camera-file views ({len(near)} held out, {_size_text(near)})" if path is not None
                       else f"orbit views ({len(near)} generated, {_size_text(near)})")
     # the frame fine-tuning used (the capture's cameras when they surround the scene), so the

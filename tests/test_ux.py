@@ -128,6 +128,35 @@ def test_eval_held_out_views_of_a_found_camera_file(scene):
     assert t.cameras is None and "generated" in t.source
 
 
+def test_evaluation_views_read_the_camera_file_once(scene, monkeypatch):
+    """evaluation_views reads a camera file (found next to the scene, or --cameras) once and takes
+    both the held-out near views and the novel views' frame from that one list."""
+    from sundae_compress.render import cameras as cam_mod
+    from sundae_compress.render.cameras import ViewFrame, novel_views
+
+    gs = read_ply(scene / "X.ply")
+    load = cam_mod.load_cameras
+    real = load(scene / "cameras.json")
+    reads = []
+
+    def counting(path):
+        reads.append(Path(path).name)
+        return load(path)
+
+    monkeypatch.setattr(cam_mod, "load_cameras", counting)
+    for cameras in (None, scene / "cameras.json"):
+        reads.clear()
+        near, novel, line = api.evaluation_views(gs, scene / "X.ply", cameras=cameras)
+        assert reads == ["cameras.json"], (cameras, reads)
+        assert [c.name for c in near] == [real[i].name for i in (0, 8)] and "2 held-out" in line
+        want = novel_views(ViewFrame.of(gs, cameras=real))
+        assert [c.name for c in novel] == [c.name for c in want]
+        np.testing.assert_allclose([c.position for c in novel], [c.position for c in want])
+    reads.clear()
+    api.evaluation_views(gs, scene / "X.ply", cameras="orbit")
+    assert reads == []
+
+
 def test_training_photos_are_keyed_by_camera_name(tmp_path):
     """--images: photos are loaded once, in api.py, into what fine-tuning looks them up by."""
     from sundae_compress.io.images import save_png
