@@ -433,14 +433,24 @@ class EvalViews(tuple):
     labels: Dict[str, str]
 
 
-def evaluation_views(gs: GaussianSet, scene_path=None, *, cameras=None, views=None, size=None, up=None):
+def evaluation_views(gs: GaussianSet, scene_path=None, *, cameras=None, views=None, size=None, up=None,
+                     scene_frame: bool = False):
     """``(near, novel, source line)``: the views ``sundae-eval``, ``--eval`` and the compress summary
     score (an :class:`EvalViews`, whose ``labels`` name them). near: :func:`choose_views` with
     ``held_out`` (the held-out split of a camera file, or generated orbit views at another azimuth
     phase); novel: the views the fine-tuning sampler never draws
-    (:func:`sundae_compress.render.cameras.novel_views`, at ``size`` or 480x360)."""
+    (:func:`sundae_compress.render.cameras.novel_views`, at ``size`` or 480x360), placed in the frame
+    fine-tuning used (:meth:`~sundae_compress.render.cameras.ViewFrame.of`: the capture's cameras
+    when they surround one point, else the scene's content).
+
+    Which cameras give that frame: by default ``cameras``, the ones compress / batch ``--eval`` just
+    trained on. ``scene_frame=True`` (``sundae-eval``, whose ``--cameras`` only picks the views to
+    score): the scene's own camera file next to it (:func:`find_cameras_for`, what compress trains on
+    by default), else its content, so a camera file of another capture cannot move the novel views.
+    A camera file is read once."""
     from .render.cameras import NOVEL_SIZE, ViewFrame, load_cameras, novel_views, split_views
 
+    path = None
     if isinstance(cameras, (list, tuple)):
         real = list(cameras)
         near, line = split_views(real, HOLDOUT_EVERY)[1], f"cameras: held-out of {len(cameras)} given views"
@@ -454,6 +464,15 @@ def evaluation_views(gs: GaussianSet, scene_path=None, *, cameras=None, views=No
         near, line = chosen.cameras, chosen.source
         near_label = (f"camera-file views ({len(near)} held out, {_size_text(near)})" if path is not None
                       else f"orbit views ({len(near)} generated, {_size_text(near)})")
+    if scene_frame:
+        own = find_cameras_for(scene_path) if scene_path is not None else None
+        if own is None:
+            real = None
+        elif path is None or not _same_file(own, path):
+            try:
+                real = load_cameras(own)
+            except SundaeError:  # unreadable: compress could not have trained on it either
+                real = None
     # the frame fine-tuning used (the capture's cameras when they surround the scene), so the
     # novel views are the ones its sampler never draws
     frame = ViewFrame.of(gs, up, cameras=real)

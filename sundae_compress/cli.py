@@ -505,7 +505,8 @@ def eval_main(original, candidate, cameras, views, size, up, output, as_json, le
     warning = source_warning(original, orig, candidate)
     if warning:
         click.echo(f"warning: {warning}", err=True)  # shown even with --quiet / --json: not progress
-    ev = evaluation_views(orig, original, cameras=cameras, views=views, size=size, up=up)
+    # --cameras picks the views to score; the novel views stay those of the scene's own frame
+    ev = evaluation_views(orig, original, cameras=cameras, views=views, size=size, up=up, scene_frame=True)
     near, novel, source = ev
     info(source)
     sets = {"near": near, "novel": novel}

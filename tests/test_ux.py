@@ -41,13 +41,14 @@ def one_line_error(r, *fragments):
     return lines[0]
 
 
-def _cameras_json(path: Path, n: int = 16, w: int = 64, h: int = 48) -> Path:
-    """An INRIA cameras.json of ``n`` views on a circle of radius 4 looking at the origin."""
+def _cameras_json(path: Path, n: int = 16, w: int = 64, h: int = 48, centre=(0.0, 0.0, 0.0)) -> Path:
+    """An INRIA cameras.json of ``n`` views on a circle of radius 4 looking at ``centre``."""
     cams = []
     for i in range(n):
         a = 2 * np.pi * i / n
-        pos = np.array([4 * np.cos(a), 0.0, 4 * np.sin(a)])
-        z = -pos / np.linalg.norm(pos)
+        rel = np.array([4 * np.cos(a), 0.0, 4 * np.sin(a)])
+        pos = np.asarray(centre, np.float64) + rel
+        z = -rel / np.linalg.norm(rel)
         x = np.cross([0.0, -1.0, 0.0], z)
         x /= np.linalg.norm(x)
         y = np.cross(z, x)
@@ -155,6 +156,52 @@ def test_evaluation_views_read_the_camera_file_once(scene, monkeypatch):
     reads.clear()
     api.evaluation_views(gs, scene / "X.ply", cameras="orbit")
     assert reads == []
+
+
+def test_eval_cameras_from_another_capture_do_not_move_the_novel_views(scene, tmp_path):
+    """sundae-eval --cameras OTHER.json: OTHER's views are the near set, but the novel views stay
+    defined by the scene (its own cameras.json next to it, else its content), even when OTHER's
+    cameras surround a point far from the scene. compress, which trains on its --cameras, keeps
+    evaluating around the frame of the cameras it trained on."""
+    from sundae_compress.render.cameras import ViewFrame, camera_frame, load_cameras, novel_views
+
+    gs = read_ply(scene / "X.ply")
+    other = _cameras_json(tmp_path / "OTHER.json", n=8, w=40, h=30, centre=(30.0, 5.0, -20.0))
+    far = camera_frame(load_cameras(other))
+    assert far is not None and np.allclose(far.centre, (30, 5, -20), atol=1e-6)  # it would move them
+    own = novel_views(ViewFrame.of(gs, cameras=load_cameras(scene / "cameras.json")))
+    assert np.linalg.norm([c.position for c in own], axis=1).max() < 10  # around the scene (OTHER: 36 away)
+
+    def positions(cams):
+        return np.array([c.position for c in cams])
+
+    for cameras in (other, "orbit", None, scene / "cameras.json"):
+        near, novel, _ = api.evaluation_views(gs, scene / "X.ply", cameras=cameras, scene_frame=True)
+        assert [c.name for c in novel] == [c.name for c in own], cameras
+        np.testing.assert_allclose(positions(novel), positions(own), err_msg=str(cameras))
+    near, _, line = api.evaluation_views(gs, scene / "X.ply", cameras=other, scene_frame=True)
+    assert [c.name for c in near] == ["v00"] and "OTHER.json" in line  # held-out view 0 of 8
+    # a scene with no camera file next to it: the content frame, whatever --cameras says
+    (tmp_path / "alone").mkdir()
+    write_ply(gs, tmp_path / "alone" / "Y.ply")
+    _, novel, _ = api.evaluation_views(gs, tmp_path / "alone" / "Y.ply", cameras=other, scene_frame=True)
+    np.testing.assert_allclose(positions(novel), positions(novel_views(ViewFrame.of(gs))))
+    # --cameras orbit past an unreadable camera file next to the scene (no compress trained on it)
+    (tmp_path / "alone" / "cameras.json").write_text("{}")
+    _, novel, _ = api.evaluation_views(gs, tmp_path / "alone" / "Y.ply", cameras="orbit", scene_frame=True)
+    np.testing.assert_allclose(positions(novel), positions(novel_views(ViewFrame.of(gs))))
+    # compress (scene_frame=False, the default): the frame of the cameras it trained on
+    _, novel, _ = api.evaluation_views(gs, scene / "X.ply", cameras=other)
+    np.testing.assert_allclose(positions(novel), positions(novel_views(far)))
+
+    # the command: the same novel views, so the same novel figures, as without --cameras
+    r = run("sundae-eval", scene / "X.ply", scene / "X.sundae", "--cameras", other, "--json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)
+    want = api.evaluate_output(gs, scene / "X.sundae", *api.evaluation_views(gs, scene / "X.ply")[:2])
+    assert [v["name"] for v in got["near"]["views"]] == ["v00"]
+    assert [v["name"] for v in got["novel"]["views"]] == [v["name"] for v in want["novel"]["views"]]
+    assert got["novel"]["psnr"] == pytest.approx(want["novel"]["psnr"], abs=1e-6)
 
 
 def test_training_photos_are_keyed_by_camera_name(tmp_path):
