@@ -86,6 +86,11 @@ NOTES = [
     "demo = examples/make_scene.py (120 k Gaussians, SH 3, a ring of 24 cameras inside a sky shell): its near "
     "views are the 3 held-out camera-file views (640x480), and its frame (centre, radius, up) comes from those "
     "cameras, so the novel views sit around the capture instead of outside the shell.",
+    "Re-run with today's code (codec v4; the default-compress baseline rows of "
+    "benchmarks/results/quality_control.md, 2026-11-30, load 5-9): guitar 41.91 (worst 35.30) in 99,599 B, "
+    "playbot_125k 33.23 (27.81) in 210,160 B, donut 31.86 (25.11) in 55,492 B: within 0.03 dB of the rows above "
+    "(guitar and donut above were written with the v2 codec). `sundae-eval` and this benchmark score a bundle "
+    "identically (tests/test_eval_paths.py); the 33.14 dB once quoted for playbot came from another bundle.",
 ]
 #: novel views are also scored at these sizes (multi-scale check; 480x360 is the default set)
 EXTRA_SIZES = ((240, 180), (960, 720))
