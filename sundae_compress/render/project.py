@@ -52,23 +52,53 @@ def view_tensors(camera: Camera, like: torch.Tensor):
     return v[:3, :3], v[:3, 3]
 
 
+def _precull(means, scales, opacity_logits, R, t, camera: Camera, tanx: float, tany: float):
+    """Rows that may cover a pixel (None: all of them), from per-Gaussian bounds only.
+
+    Drops rows behind the near plane, too transparent to ever reach ALPHA_MIN, and rows whose
+    screen ellipse provably misses the image: the ellipse :func:`project` computes has half-width
+    sqrt(k2 a) with k2 <= 2 ln 255 and a <= |J_x|^2 s_max^2 + EPS2D (J_x the first row of the
+    clamped Jacobian, s_max the largest scale), so a row whose centre lies further than that bound
+    (+1 px) outside the image would be culled by the exact test anyway: the result is unchanged,
+    only the per-row work on off-screen Gaussians of large scenes is saved."""
+    W, H = camera.width, camera.height
+    fx, fy, cx, cy = camera.fx, camera.fy, camera.cx, camera.cy
+    pc = means @ R.T + t
+    x, y, z = pc.unbind(1)
+    ok = (z > NEAR) & (opacity_logits > math.log(ALPHA_MIN / (1 - ALPHA_MIN)))
+    zi = 1.0 / z.clamp_min(NEAR)
+    s2 = torch.exp(2.0 * scales.max(1).values)
+    k2 = 2.0 * math.log(255.0) * 1.0001
+    for u, f, c, size, tan in ((x, fx, cx, W, tanx), (y, fy, cy, H, tany)):
+        tu = u * zi
+        tc = tu.clamp(-(c / f + 0.3 * tan), (size - c) / f + 0.3 * tan)
+        half = torch.sqrt(k2 * ((f * zi) ** 2 * (1.0 + tc * tc) * s2 + EPS2D))
+        mu = f * tu + c
+        ok &= ~((mu + half < -1.0) | (mu - half > size + 1.0))  # NaN bounds keep the row
+    if bool(ok.all()):
+        return None
+    return torch.nonzero(ok).squeeze(1)
+
+
 def project(means, quats, scales, opacity_logits, camera: Camera) -> Optional[Projected]:
     """Project and cull; returns None when nothing is visible."""
     R, t = view_tensors(camera, means)
     W, H = camera.width, camera.height
     fx, fy, cx, cy = camera.fx, camera.fy, camera.cx, camera.cy
-    with torch.no_grad():  # cheap pre-cull: behind the near plane, or too transparent to ever show
-        zc = means @ R[2] + t[2]
-        cand = (zc > NEAR) & (opacity_logits > math.log(ALPHA_MIN / (1 - ALPHA_MIN)))
-        cand = torch.nonzero(cand).squeeze(1)
-    if cand.numel() == 0:
+    tanx, tany = 0.5 * W / fx, 0.5 * H / fy
+    with torch.no_grad():  # cheap pre-cull: behind the near plane, too transparent, off screen
+        cand = _precull(means, scales, opacity_logits, R, t, camera, tanx, tany)
+    if cand is None:  # every row is a candidate: no gathers
+        m, q, s = means, quats, scales
+        cand = torch.arange(means.shape[0], device=means.device)
+    elif cand.numel() == 0:
         return None
-    m = means.index_select(0, cand)
+    else:
+        m, q, s = means.index_select(0, cand), quats.index_select(0, cand), scales.index_select(0, cand)
     pc = m @ R.T + t
     x, y, z = pc.unbind(1)
-    rot = quat_to_rotmat(quats.index_select(0, cand))
-    M = rot * torch.exp(scales.index_select(0, cand))[:, None, :]
-    tanx, tany = 0.5 * W / fx, 0.5 * H / fy
+    rot = quat_to_rotmat(q)
+    M = rot * torch.exp(s)[:, None, :]
     tx = torch.clamp(x / z, -(cx / fx + 0.3 * tanx), (W - cx) / fx + 0.3 * tanx)
     ty = torch.clamp(y / z, -(cy / fy + 0.3 * tany), (H - cy) / fy + 0.3 * tany)
     zi = 1.0 / z
