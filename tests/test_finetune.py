@@ -107,6 +107,30 @@ def test_finetune_gaussians_only_improves_and_is_deterministic(small_scene):
     assert not np.allclose(a.gaussians.sh, pruned.sh)
 
 
+def test_scale_growth_cap_holds(small_scene):
+    """Gaussians shrunk 8x want to grow back: without a cap some axis grows more than 1.5x in 10
+    steps (high scale learning rate); with max_scale_growth=1.5 none does, and some reach the cap;
+    with max_scale_quantile every axis ends at or below that quantile of the original's largest axis."""
+    pruned = _crude_prune(small_scene, 150)
+    pruned = pruned.replace(scales=pruned.scales - np.log(8.0))
+    kw = dict(iterations=10, resolution=40, net=False, quantise_aware="none", seed=0, progress=False,
+              threads=1, eval_views=0, lrs={"scales": 0.08})
+    free = finetune(small_scene, pruned, **kw).gaussians.scales - pruned.scales
+    assert free.max() > np.log(1.5) + 0.05, free.max()
+    grown = finetune(small_scene, pruned, max_scale_growth=1.5, **kw).gaussians.scales - pruned.scales
+    assert grown.max() <= np.log(1.5) + 1e-5, grown.max()
+    assert (grown > np.log(1.5) - 1e-4).sum() > 0
+    q = 0.5
+    ceiling = np.quantile(small_scene.scales.max(1), q)
+    big = small_scene.subset(np.argsort(-small_scene.scales.max(1))[:150])   # all start above the cap
+    capped = finetune(small_scene, big, max_scale_quantile=q, **kw).gaussians.scales
+    assert capped.max() <= ceiling + 1e-5 and big.scales.max() > ceiling + 0.5
+    with pytest.raises(SundaeError, match="max_scale_growth"):
+        finetune(small_scene, pruned, max_scale_growth=0.5, progress=False)
+    with pytest.raises(SundaeError, match="max_scale_quantile"):
+        finetune(small_scene, pruned, max_scale_quantile=1.5, progress=False)
+
+
 @pytest.mark.slow
 def test_continuous_pruning_reaches_exact_count(small_scene):
     start = _crude_prune(small_scene, 1200)

@@ -69,6 +69,13 @@ class FinetuneConfig:
     eval_every: Optional[int] = None       # None: at the start and the end only
     background: Tuple[float, float, float] = (0.0, 0.0, 0.0)
     progress: bool = True
+    #: cap on how much a Gaussian may grow: after every optimiser step each log-scale is clamped to
+    #: at most its starting value + log(max_scale_growth) (None: no cap). Continuous pruning
+    #: re-bases the cap on the Gaussians it keeps.
+    max_scale_growth: Optional[float] = None
+    #: global cap: no axis may exceed this quantile (0..1] of the ORIGINAL scene's per-Gaussian
+    #: largest axis, larger ones (e.g. made by merging) are shrunk to it (None: no cap)
+    max_scale_quantile: Optional[float] = None
 
     @classmethod
     def build(cls, config: Optional["FinetuneConfig"] = None, **overrides) -> "FinetuneConfig":
@@ -100,6 +107,10 @@ class FinetuneConfig:
             raise SundaeError(f"features must be >= 0, got {c.features}")
         if c.features > 0 and not c.net:
             raise SundaeError("feature channels need the compensation net (features > 0 requires net)")
+        if c.max_scale_growth is not None and not float(c.max_scale_growth) >= 1.0:
+            raise SundaeError(f"max_scale_growth must be >= 1, got {c.max_scale_growth}")
+        if c.max_scale_quantile is not None and not 0.0 < float(c.max_scale_quantile) <= 1.0:
+            raise SundaeError(f"max_scale_quantile must be in (0, 1], got {c.max_scale_quantile}")
         if c.teacher not in ("auto", "fresh", "pool"):
             raise SundaeError(f"teacher must be auto, fresh or pool, got {c.teacher!r}")
         return c

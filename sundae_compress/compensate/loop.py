@@ -74,11 +74,26 @@ class _STE:
         return g if self.offsets is None else g.plus(self.offsets)
 
 
+def scale_limit(scales: torch.Tensor, growth: Optional[float], ceiling: Optional[float]) -> Optional[torch.Tensor]:
+    """The largest log-scale each axis may reach (same shape as ``scales``), or None for no cap:
+    the starting value + log(``growth``) and/or the global log-scale ``ceiling``, whichever is lower
+    (a Gaussian that starts above the ceiling, e.g. made by merging, is shrunk to it)."""
+    if growth is None and ceiling is None:
+        return None
+    start = scales.detach()
+    lim = start + math.log(float(growth)) if growth is not None else torch.full_like(start, float("inf"))
+    if ceiling is not None:
+        lim = torch.clamp(lim, max=float(ceiling))
+    return lim
+
+
 def train(params: TorchGaussians, source, cfg: FinetuneConfig, *, student: Student, hooks: Hooks,
           events: List[Tuple[int, int]], extent: float, meta: dict, record: Callable,
-          ssim_fn) -> TorchGaussians:
+          ssim_fn, scale_ceiling: Optional[float] = None) -> TorchGaussians:
     """``cfg.iterations`` Adam steps on targets from ``source.next()``; prune ``events`` applied via
-    ``hooks.prune``; ``record(iteration, mean loss, params)`` every ``cfg.eval_every`` and at the end."""
+    ``hooks.prune``; ``record(iteration, mean loss, params)`` every ``cfg.eval_every`` and at the end.
+    Log-scales are clamped after every step to :func:`scale_limit` (``cfg.max_scale_growth``,
+    ``scale_ceiling``: a global log-scale cap) when either is set."""
     lr = cfg.lrs
     k = int(cfg.features)
     dev = params.means.device
@@ -95,6 +110,7 @@ def train(params: TorchGaussians, source, cfg: FinetuneConfig, *, student: Stude
     eval_every = int(cfg.eval_every or max(iterations, 1))
     ev = list(events)
     ema_mse, loss_acc, loss_n = None, 0.0, 0
+    limit = scale_limit(params.scales, cfg.max_scale_growth, scale_ceiling)
     with Progress(iterations, "fine-tuning", log_every=10, enabled=cfg.progress) as bar:
         for it in range(iterations):
             while ev and ev[0][0] == it:
@@ -103,6 +119,7 @@ def train(params: TorchGaussians, source, cfg: FinetuneConfig, *, student: Stude
                     raise SundaeError("continuous pruning needs the prune hook")
                 params = TorchGaussians.from_set(hooks.prune(params.to_set(meta), int(count)), k, dev)
                 gopt = torch.optim.Adam(params.param_groups(lr, extent), eps=1e-15)
+                limit = scale_limit(params.scales, cfg.max_scale_growth, scale_ceiling)
                 if ste is not None and ste.offsets is not None:
                     ste.refresh(params)
             frac = it / max(iterations - 1, 1)
@@ -123,6 +140,9 @@ def train(params: TorchGaussians, source, cfg: FinetuneConfig, *, student: Stude
                 nopt.zero_grad(set_to_none=True)
             loss.backward()
             gopt.step()
+            if limit is not None:
+                with torch.no_grad():
+                    torch.minimum(params.scales, limit, out=params.scales)
             if nopt is not None:
                 nopt.step()
             with torch.no_grad():
