@@ -108,13 +108,14 @@ def test_finetune_gaussians_only_improves_and_is_deterministic(small_scene):
 
 
 def test_scale_growth_cap_holds(small_scene):
-    """Gaussians shrunk 8x want to grow back: without a cap some axis grows more than 1.5x in 10
-    steps (high scale learning rate); with max_scale_growth=1.5 none does, and some reach the cap;
-    with max_scale_quantile every axis ends at or below that quantile of the original's largest axis."""
+    """Gaussians shrunk 8x want to grow back: without a cap (max_scale_quantile=0 turns the default
+    one off) some axis grows more than 1.5x in 10 steps (high scale learning rate); with
+    max_scale_growth=1.5 none does, and some reach the cap; with max_scale_quantile every axis ends
+    at or below that quantile of the original's largest axis, the larger starting ones shrunk to it."""
     pruned = _crude_prune(small_scene, 150)
     pruned = pruned.replace(scales=pruned.scales - np.log(8.0))
     kw = dict(iterations=10, resolution=40, net=False, quantise_aware="none", seed=0, progress=False,
-              threads=1, eval_views=0, lrs={"scales": 0.08})
+              threads=1, eval_views=0, lrs={"scales": 0.08}, max_scale_quantile=0)
     free = finetune(small_scene, pruned, **kw).gaussians.scales - pruned.scales
     assert free.max() > np.log(1.5) + 0.05, free.max()
     grown = finetune(small_scene, pruned, max_scale_growth=1.5, **kw).gaussians.scales - pruned.scales
@@ -123,8 +124,9 @@ def test_scale_growth_cap_holds(small_scene):
     q = 0.5
     ceiling = np.quantile(small_scene.scales.max(1), q)
     big = small_scene.subset(np.argsort(-small_scene.scales.max(1))[:150])   # all start above the cap
-    capped = finetune(small_scene, big, max_scale_quantile=q, **kw).gaussians.scales
+    capped = finetune(small_scene, big, **{**kw, "max_scale_quantile": q}).gaussians.scales
     assert capped.max() <= ceiling + 1e-5 and big.scales.max() > ceiling + 0.5
+    assert FinetuneConfig().max_scale_quantile == 0.999 and FinetuneConfig().max_scale_growth is None
     with pytest.raises(SundaeError, match="max_scale_growth"):
         finetune(small_scene, pruned, max_scale_growth=0.5, progress=False)
     with pytest.raises(SundaeError, match="max_scale_quantile"):

@@ -74,8 +74,10 @@ class FinetuneConfig:
     #: re-bases the cap on the Gaussians it keeps.
     max_scale_growth: Optional[float] = None
     #: global cap: no axis may exceed this quantile (0..1] of the ORIGINAL scene's per-Gaussian
-    #: largest axis, larger ones (e.g. made by merging) are shrunk to it (None: no cap)
-    max_scale_quantile: Optional[float] = None
+    #: largest axis; larger ones (made by merging) are shrunk to it (0 or None: no cap). Default
+    #: 0.999: without it the demo's detail blobs, merged into Gaussians 10x their size, became a
+    #: translucent fog over the knot (benchmarks/results/worst_views.md, "scale cap")
+    max_scale_quantile: Optional[float] = 0.999
 
     @classmethod
     def build(cls, config: Optional["FinetuneConfig"] = None, **overrides) -> "FinetuneConfig":
@@ -109,8 +111,8 @@ class FinetuneConfig:
             raise SundaeError("feature channels need the compensation net (features > 0 requires net)")
         if c.max_scale_growth is not None and not float(c.max_scale_growth) >= 1.0:
             raise SundaeError(f"max_scale_growth must be >= 1, got {c.max_scale_growth}")
-        if c.max_scale_quantile is not None and not 0.0 < float(c.max_scale_quantile) <= 1.0:
-            raise SundaeError(f"max_scale_quantile must be in (0, 1], got {c.max_scale_quantile}")
+        if c.max_scale_quantile is not None and not 0.0 <= float(c.max_scale_quantile) <= 1.0:
+            raise SundaeError(f"max_scale_quantile must be in [0, 1] (0: no cap), got {c.max_scale_quantile}")
         if c.teacher not in ("auto", "fresh", "pool"):
             raise SundaeError(f"teacher must be auto, fresh or pool, got {c.teacher!r}")
         return c

@@ -175,7 +175,7 @@ def _finetune(original, pruned, cfg: FinetuneConfig, cameras, images, hooks: Hoo
     record(0, None, params, "start")
     t0 = time.perf_counter()
     ceiling = None
-    if cfg.max_scale_quantile is not None:
+    if cfg.max_scale_quantile:
         ceiling = float(np.quantile(original.scales.max(1), float(cfg.max_scale_quantile)))
     params = train(params, source, cfg, student=student, hooks=hooks, events=events, extent=extent,
                    meta=meta, record=record, ssim_fn=ssim_fn, scale_ceiling=ceiling)
