@@ -91,6 +91,10 @@ NOTES = [
     "playbot_125k 33.23 (27.81) in 210,160 B, donut 31.86 (25.11) in 55,492 B: within 0.03 dB of the rows above "
     "(guitar and donut above were written with the v2 codec). `sundae-eval` and this benchmark score a bundle "
     "identically (tests/test_eval_paths.py); the 33.14 dB once quoted for playbot came from another bundle.",
+    "Feature channels: guitar with --net --features 4 scores 41.92 (worst 35.29) at 480x360, 40.88 / 40.13 at "
+    "240x180 / 960x720: identical to the default within 0.01 dB, for +52 KB (154,064 vs 102,020 B). Feature "
+    "channels stay off (measured 2026-11-30 05:33-05:37 under the lock, load 3.5, code before the default scale "
+    "cap landed, like every row above).",
 ]
 #: novel views are also scored at these sizes (multi-scale check; 480x360 is the default set)
 EXTRA_SIZES = ((240, 180), (960, 720))
