@@ -141,6 +141,18 @@ def main():
                 keep(row)
 
 
+def _ladder_status(lad) -> str:
+    """Levels in their window, and each ladder's bytes against its finest level's own bytes."""
+    done = [r for r in lad if not r.get("exit")]
+    levels = [(lv, (lv.get("target") or {}).get("requested")) for r in done for lv in r["levels"]]
+    inside = sum(1 for lv, t in levels if t is not None and t <= lv["novel_psnr"] <= t + 1)
+    ratios = "; ".join(f"{r['scene']} {r['mode']} {r['requested']}: {r['bytes'] / r['levels'][-1]['bytes']:.2f}×"
+                       for r in done)
+    return (f"{inside} of {len(levels)} levels landed in [target, target + 1 dB]; ladder bytes / finest level's "
+            f"own bytes: {ratios or '-'} (independent levels: the sum of the levels, so targets whose counts are "
+            f"close cost more)")
+
+
 def _reference(r, base, dflt):
     """The default compress a target row is compared with: the same scene's fine-tuned ``--baseline``
     row (``same run``), else generalisation.json's measurement."""
@@ -245,6 +257,7 @@ def write_md(data):
               "- Time, fine-tuned targets against one default compress of the same scene (goal ≤ 3×): "
               + ("; ".join(timed) if timed else "no timed fine-tuned row yet") + ". A reference marked *same run* was "
               "measured by `--baseline` in the same process sequence and load; otherwise it is generalisation.json's.",
+              "- `--lod-psnr`: " + _ladder_status(lad) + ".",
               "- Rows marked *untimed* ran outside the benchmark lock while the machine was shared (load ~16 on 2 "
               "cores): their wall times are not timings; CPU times are the process's own.",
               "- Fine-tuned rows: only those listed above were measured (see the mode column); a row that is "
