@@ -722,7 +722,7 @@ def compress_to_target(report: CompressReport, gs: GaussianSet, target, *, t0: f
     t = time.perf_counter()
     if kind == "psnr":
         outcome = search_psnr(value, len(gs), stages.probe, stages.size, stages.build, finetune=finetune,
-                              qualities=qualities, notify=notify)
+                              qualities=qualities, notify=notify, trim=stages.trim)
     else:
         outcome = search_size(value, len(gs), stages.probe, stages.size, stages.build, qualities=qualities,
                               notify=notify)
@@ -907,7 +907,7 @@ def _ladder_to_targets(gs, targets, report, ev, refs, *, quality, settings, best
         name = preset if preset is not None else "custom"
         notify(f"level {k} of {len(targets)}: target {target:g} dB novel-view PSNR ({name} codec)")
         out = search_psnr(target, len(gs), stages.probe, stages.size, stages.build, finetune=finetune,
-                          qualities=(name,), notify=notify, prior_gains=gains)
+                          qualities=(name,), notify=notify, prior_gains=gains, trim=stages.trim)
         gains += out.gains
         b = out.built
         record = {"kind": "psnr", "requested": target, "builds": out.builds, "probes": len(out.trials)}

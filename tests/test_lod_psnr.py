@@ -146,3 +146,53 @@ def test_first_finetuned_build_stays_near_the_target_on_a_flat_curve():
     at_target = min(c for c in range(1, 2000) if probe(c, "low") >= 30.0)
     assert built[0] >= at_target / 5, (built, at_target)
     assert out.reached and 30.0 <= out.built.psnr <= 31.0, (built, out.built.psnr)
+
+
+def test_an_overshooting_finetuned_build_is_trimmed_without_another_finetune():
+    """All builds spent and the smallest passing one 3 dB above the window: ``trim`` (fewer of its
+    fine-tuned Gaussians, no new fine-tuning) brings it into the window; without ``trim`` it stays."""
+    def probe(c, q):
+        return 20.0 + 2.6 * math.log2(c / 10)
+
+    def build(c, q, limit):  # a gain that jumps: every build either misses or overshoots
+        return Built(c, q, probe(c, q) + (6.0 if c > 400 else -1.0), 10 * c, finetuned=True)
+
+    trims = []
+
+    def trim(b, level):  # pruning the fine-tuned Gaussians: the fine-tuned curve, lower counts
+        trims.append((b.count, level))
+        c = next(c for c in range(1, b.count) if probe(c, "q") + 6.0 >= level)
+        return Built(c, b.quality, probe(c, "q") + 6.0, 10 * c, finetuned=True)
+
+    args = (33.0, 100_000, probe, lambda c, q: 10 * c, build)
+    plain = search_psnr(*args, finetune=True, qualities=("low",))
+    assert plain.reached and plain.built.psnr > 34.0  # the overshoot this fixes
+    out = search_psnr(*args, finetune=True, qualities=("low",), trim=trim)
+    assert trims and trims[0][0] == plain.built.count and 33.0 < trims[0][1] < 34.0
+    assert out.reached and 33.0 <= out.built.psnr <= 34.0 and out.built.bytes < plain.built.bytes
+
+
+@pytest.mark.parametrize("layout", [None, 2])
+def test_stages_trim_on_a_real_scene(scene, layout):
+    """SceneStages.trim prunes a fine-tuned build's own Gaussians to the smallest count that keeps a
+    level, and scores what reads back (bundle, or ladder level): here the fine-tuning is the identity,
+    so the trimmed build must still reach the level with fewer Gaussians and fewer bytes."""
+    from sundae_compress.api import load_for_render, prune_scene
+    from sundae_compress.codec import quality_settings
+    from sundae_compress.lod import layout2_settings
+    from sundae_compress.quality.stages import SceneStages
+
+    gs = load_scene(scene)
+    near, novel, _ = evaluation_views(gs, scene)
+    pick = (lambda q: layout2_settings(quality_settings(q))) if layout == 2 else quality_settings
+    stages = SceneStages(gs, prune=lambda g, c: prune_scene(g, count=int(c)),
+                         finetune=lambda pruned, c, s: (pruned, None, None, {"iterations": 0}),
+                         settings=pick, info=lambda c, q, s: {}, read=load_for_render, novel=novel,
+                         layout=layout)
+    built = stages.build(1200, "medium")
+    assert built.finetuned and built.count == 1200
+    level = built.psnr - 2.0
+    t = stages.trim(built, level)
+    assert t is not None and t.count < built.count and t.bytes < built.bytes and t.psnr >= level
+    assert t.payload["finetune"]["trimmed_from"] == 1200
+    assert stages.trim(t, t.psnr + 5.0) is None  # nothing smaller reaches more

@@ -93,13 +93,7 @@ class SceneStages:
         return self._pruned[count]
 
     def roundtrip(self, gs: GaussianSet, quality: str) -> GaussianSet:
-        from ..codec import decode_gaussians, encode_gaussians
-
-        if self.layout == 2:
-            sections, meta = encode_gaussians(gs, self.settings(quality), version=2)
-        else:
-            sections, meta = encode_gaussians(gs, self.settings(quality))
-        return decode_gaussians(sections, meta)
+        return self._roundtrip_with(gs, self.settings(quality))
 
     # -- the callables of targets.py -------------------------------------------------------------
     def probe(self, count: int, quality: str) -> float:
@@ -129,6 +123,50 @@ class SceneStages:
             kept, net, net_meta, summary = self._finetune(self.pruned(count), count, settings)
         else:
             kept = self.pruned(count)
+        return self._package(kept, quality, settings, net, net_meta, summary, finetuned, limit)
+
+    def trim(self, built: Built, level: float) -> Optional[Built]:
+        """Fewer Gaussians of a fine-tuned build whose PSNR overshoots: the smallest count, pruned
+        from its fine-tuned Gaussians (no new fine-tuning; each try costs a prune, a codec round trip
+        and the novel renders), that still reaches ``level`` dB. None when there is nothing to gain
+        (not fine-tuned, a compensation net whose features the prune would mix, or no smaller count
+        reaches ``level``)."""
+        from .targets import Recorder, count_for_level
+
+        p = built.payload
+        if not built.finetuned or p.get("net") is not None or built.count <= 1:
+            return None
+        kept, settings = p["gaussians"], p["settings"]
+        pruned: Dict[int, GaussianSet] = {}
+
+        def smaller(c):
+            if c not in pruned:
+                pruned[c] = kept if c >= len(kept) else self._prune(kept, c)
+            return pruned[c]
+
+        def probe(c, _q):
+            if c >= len(kept):
+                return built.psnr
+            cand = self._roundtrip_with(smaller(c), settings)
+            return score(self.refs("novel"), self.novel, self.gs, cand)["psnr"]
+
+        rec = Recorder(probe, lambda c, _q: 0)  # silent: its probes are not the prune-only curve
+        c = count_for_level(rec, level, len(kept), built.quality, guess=max(1, len(kept) // 2))
+        if c is None or c >= len(kept):
+            return None
+        self.say(f"trim: {c:,} of the {len(kept):,} fine-tuned Gaussians keep {rec.psnr[(c, built.quality)]:.2f} dB")
+        summary = dict(p["finetune"] or {}, trimmed_from=len(kept))
+        return self._package(smaller(c), built.quality, settings, None, None, summary, True)
+
+    def _roundtrip_with(self, gs: GaussianSet, settings) -> GaussianSet:
+        from ..codec import decode_gaussians, encode_gaussians
+
+        sections, meta = encode_gaussians(gs, settings, **({"version": 2} if self.layout == 2 else {}))
+        return decode_gaussians(sections, meta)
+
+    def _package(self, kept: GaussianSet, quality: str, settings, net, net_meta, summary, finetuned: bool,
+                 limit: Optional[int] = None) -> Built:
+        """Encode ``kept`` as it will be written (fitting ``limit`` bytes), read it back and score it."""
         if self.layout == 2:
             return self._build_level(kept, quality, settings, summary, finetuned)
         data = bundle_bytes(kept, settings, net=net, net_meta=net_meta, info=self.info(len(kept), quality, summary))

@@ -35,6 +35,8 @@ PRIOR_GAIN = 3.0
 #: a fine-tuned build aims this far above the target (the window is [target, target + WINDOW])
 AIM = 0.4
 WINDOW = 1.0
+#: a trimmed fine-tuned build (see :func:`search_psnr`'s ``trim``) aims this far above the target
+TRIM_AIM = 0.1
 #: full builds (prune + fine-tune + encode + evaluate) a fine-tuned search may spend
 MAX_BUILDS = 3
 #: relative count precision of a prune-only search (2 % of the count is ~0.1 dB)
@@ -254,12 +256,15 @@ def _gain_at(count: int, gains: Sequence[Tuple[int, float]]) -> float:
 
 def search_psnr(target: float, n: int, probe: Callable, size: Callable, build: Callable, *,
                 finetune: bool, qualities: Sequence[str] = PRESETS, notify=None,
-                max_builds: int = MAX_BUILDS, prior_gains: Sequence[Tuple[int, float]] = ()) -> Outcome:
+                max_builds: int = MAX_BUILDS, prior_gains: Sequence[Tuple[int, float]] = (),
+                trim: Optional[Callable] = None) -> Outcome:
     """The smallest bundle whose novel-view PSNR reaches ``target`` (see the module docstring).
     ``outcome.reached`` is False when not even all ``n`` Gaussians at the best preset reach it;
     ``outcome.built`` is then the best build found. ``prior_gains``: fine-tuning gains measured
     on the same scene by an earlier search (``outcome.gains``; a ladder's coarser level) replace
-    :data:`PRIOR_GAIN` for the first build and join the gain model."""
+    :data:`PRIOR_GAIN` for the first build and join the gain model. ``trim(built, level)``: when the
+    smallest passing fine-tuned build still overshoots the window, fewer of its Gaussians (pruned,
+    not fine-tuned again) reaching ``level`` (None if none): no extra fine-tuning spent."""
     rec = Recorder(probe, size, notify)
     say = rec.say
     guess = None
@@ -329,6 +334,11 @@ def search_psnr(target: float, n: int, probe: Callable, size: Callable, build: C
         c = nxt
     ok = [x for x in builds if x.psnr >= target]
     chosen = min(ok, key=lambda x: x.bytes) if ok else max(builds, key=lambda x: x.psnr)
+    if trim is not None and ok and chosen.psnr > target + WINDOW:
+        smaller = trim(chosen, target + TRIM_AIM)
+        if smaller is not None and target <= smaller.psnr < chosen.psnr and smaller.bytes < chosen.bytes:
+            say(f"trimmed: {smaller.count:,} Gaussians -> {smaller.psnr:.2f} dB novel, {smaller.bytes:,} bytes")
+            chosen = smaller
     return Outcome("psnr", target, bool(ok), chosen, rec.trials, len(builds), gains=gains)
 
 
