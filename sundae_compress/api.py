@@ -494,11 +494,18 @@ def evaluate_output(original: GaussianSet, path, near, novel, *, side_by_side_pa
     cand, post = load_for_render(path, level=level)
     result = evaluate_view_sets(original, cand, {"near": near, "novel": novel}, postprocess=post,
                                 side_by_side_path=side_by_side_path)
-    for name, label in (labels or {}).items():
-        result[name]["label"] = label
+    _labelled(result, labels)
     note = level_note(cand, path)
     if note:
         result.update(level=cand.meta["level"], levels=cand.meta["levels"], level_note=note)
+    return result
+
+
+def _labelled(result: Dict[str, Any], labels: Optional[Dict[str, str]]) -> Dict[str, Any]:
+    """Name each view set of an evaluation result (``result[set]["label"]``) as printed figures do."""
+    for name, label in (labels or {}).items():
+        if name in result:
+            result[name]["label"] = label
     return result
 
 
@@ -715,7 +722,8 @@ def compress_to_target(report: CompressReport, gs: GaussianSet, target, *, t0: f
 
         run_ft = tune
 
-    near, novel, _ = evaluation_views(gs, report.input, cameras=cameras)
+    ev = evaluation_views(gs, report.input, cameras=cameras)
+    near, novel, _ = ev
     stages = SceneStages(gs, prune=prune_to, finetune=run_ft, settings=pick, info=info, read=load_for_render,
                          novel=novel, near=near,
                          notify=notify)
@@ -733,7 +741,7 @@ def compress_to_target(report: CompressReport, gs: GaussianSet, target, *, t0: f
                           f"PSNR ({b.count:,} of {len(gs):,} Gaussians, {b.quality} codec"
                           f"{', fine-tuned' if b.finetuned else ''}); nothing written (--best-effort writes it)")
     t = time.perf_counter()
-    report.fidelity = stages.fidelity(b)
+    report.fidelity = _labelled(stages.fidelity(b), ev.labels)
     report.stages["evaluate"] = time.perf_counter() - t
     report.target = dict(outcome.to_dict(), requested=value, novel_psnr=round(b.psnr, 2),
                          worst_psnr=round(report.fidelity["worst"]["psnr"], 2), trials=outcome.trials)
@@ -828,7 +836,8 @@ def _compress_ladder(input, output, lod, *, lod_psnr=None, best_effort: bool = F
 
     if targets is not None or evaluate is None or evaluate:
         t = time.perf_counter()
-        near, novel, _ = ev or evaluation_views(gs, input, cameras=cameras)
+        ev = ev or evaluation_views(gs, input, cameras=cameras)
+        near, novel, _ = ev
         from .evaluate import evaluate_view_sets
 
         for k, (lv, dec) in enumerate(zip(encoded, decoded_levels(encoded))):
@@ -836,7 +845,7 @@ def _compress_ladder(input, output, lod, *, lod_psnr=None, best_effort: bool = F
             lv.info["fidelity"] = fidelity_entry(res)
             report.levels[k].update(lv.info["fidelity"])
             if k == len(encoded) - 1:
-                report.fidelity = res
+                report.fidelity = _labelled(res, ev.labels)
         report.stages["evaluate"] = time.perf_counter() - t
     if targets is not None:
         for k, lv in enumerate(encoded):
@@ -922,8 +931,10 @@ def _ladder_to_targets(gs, targets, report, ev, refs, *, quality, settings, best
             best = (f"{b.psnr:.2f} dB novel-view PSNR ({b.count:,} of {len(gs):,} Gaussians, {name} codec"
                     f"{', fine-tuned' if b.finetuned else ''})")
             if not best_effort:
+                finer = ("" if preset in (None, "max") else
+                         f"; level {k} uses the {name} preset, a higher --quality reaches further")
                 raise SundaeError(f"--lod-psnr: level {k}'s target {target:g} dB is out of reach: the best found is "
-                                  f"{best}; nothing written (--best-effort writes the ladder up to that level)")
+                                  f"{best}{finer}; nothing written (--best-effort writes the ladder up to that level)")
             rest = targets[k + 1:]
             report.notes.append(f"--lod-psnr: target {target:g} dB not reached; level {k} is the best found, {best}"
                                 + (f"; no level for {', '.join(f'{x:g}' for x in rest)} dB" if rest else "")

@@ -139,8 +139,9 @@ def _method_choices():
                    "the finest use the next lower --quality). Instead of --ratio; every level is evaluated.")
 @click.option("--lod-psnr", default=None, metavar="DB1,DB2,...",
               help="Level-of-detail ladder by quality: one level per novel-view PSNR target, e.g. 28,32,36, each "
-                   "the smallest level that reaches its target (searched as --target-psnr does; unreachable: "
-                   "error, nothing written, unless --best-effort). Instead of --lod / --ratio.")
+                   "the smallest level that reaches its target (searched as --target-psnr does, at the finest "
+                   "level's --quality preset and the next lower one below it; unreachable: error, nothing written, "
+                   "unless --best-effort). Instead of --lod / --ratio.")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Random seed of selection, generated views and fine-tuning (same seed, same bundle).")
 @click.option("--sh-degree", type=click.IntRange(0, 3), help="Drop SH bands above this degree.")

@@ -48,6 +48,7 @@ def test_levels_reach_their_targets_and_are_recorded(scene, tmp_path):
         assert rec["requested"] == t and rec["reached"] is True and abs(rec["novel_psnr"] - measured) < 0.01
         assert rep.levels[k]["target"]["reached"] and abs(rep.levels[k]["novel_psnr"] - measured) < 0.01
     assert [lv["quality"] for lv in rep.levels] == ["low", "medium"]  # coarse levels: next lower preset
+    assert "novel views (12, 480x360)" in rep.summary() and "near views" not in rep.summary()  # named sets
     text = run("sundae-inspect", out).stdout
     assert "--lod-psnr 32,36" in text and "target 32 dB" in text and "target 36 dB" in text, text
     assert "NOT reached" not in text
@@ -65,7 +66,7 @@ def test_unreachable_level_writes_nothing_unless_best_effort(tiny, tmp_path):
     out = tmp_path / "u.sundae"
     r = run("sundae-compress", tiny, "--lod-psnr", "25,90", "--no-finetune", "-o", out)
     assert_one_line_error(r, "--lod-psnr: level 1's target 90 dB is out of reach", "best found is",
-                          "nothing written")
+                          "a higher --quality reaches further", "nothing written")
     assert not list(tmp_path.iterdir())
     r = run("sundae-compress", tiny, "--lod-psnr", "25,90,95", "--no-finetune", "-o", out, "--best-effort", "--json")
     assert r.returncode == 0, r.stderr

@@ -130,6 +130,7 @@ def test_target_psnr_lands_in_window_and_is_recorded(scene, tmp_path):
     assert t["kind"] == "psnr" and t["requested"] == 31.0 and abs(t["novel_psnr"] - measured) < 0.01
     assert read_bundle(out).header["pipeline"]["count"] == rep.kept_count < 2000
     assert "target 31 dB reached" in rep.summary()
+    assert "novel views (12, 480x360)" in rep.summary() and "near views" not in rep.summary()  # named sets
     r = run("sundae-inspect", out)
     assert r.returncode == 0 and f"achieved {t['novel_psnr']:.2f} dB" in r.stdout, r.stdout
     assert json.loads(run("sundae-inspect", out, "--json").stdout)["pipeline"]["target"]["novel_psnr"] == t["novel_psnr"]
