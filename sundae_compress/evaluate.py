@@ -217,7 +217,8 @@ def evaluate_view_sets(original_gs, candidate_gs, sets: Dict[str, Sequence[Camer
     if side_by_side_path is not None and worst_imgs:
         # one row per view: the worst views of the novel set (else of the last set), worst first,
         # each captioned with its set, name and PSNR so the row count explains itself
-        rows = [label_columns(side_by_side(a, b), (f"{SIDE_BY_SIDE_LABELS[0]}: {name} {v['name']}",
+        rows = [label_columns(side_by_side(a, b), (f"{SIDE_BY_SIDE_LABELS[0]}: "
+                                                   + (v["name"] if v["name"].startswith(name) else f"{name} {v['name']}"),
                                                    f"{SIDE_BY_SIDE_LABELS[1]}: {v['psnr']:.2f} dB",
                                                    SIDE_BY_SIDE_LABELS[2]))
                 for a, b, name, v in worst_imgs]
