@@ -521,7 +521,7 @@ def _read_source(input: Path, report: CompressReport, *, strict: bool, sh_degree
     report.ignored_properties = list(gs.meta.get("ignored_properties", []))
     report.bytes_in = int(gs.meta.get("source_bytes", os.path.getsize(input)))
     if report.dropped_rows:
-        notify(f"dropped {report.dropped_rows:,} rows with NaN/Inf values")
+        notify(f"{input.name}: dropped {report.dropped_rows:,} rows with NaN/Inf values (--strict refuses them)")
     unexpected = [p for p in report.ignored_properties if p not in STANDARD_UNUSED_PROPERTIES]
     if unexpected:
         notify(f"ignored properties: {', '.join(unexpected)}")

@@ -371,6 +371,11 @@ def format_inspect(d: dict) -> str:
                      f"{(s['bits_per_gaussian'] or 0):>9.2f}  {s['codec']}")
     st = d["settings"]
     lines.append("")
+    if d.get("levels"):
+        finest = d["levels"][-1].get("pipeline")
+        preset = finest.get("quality") if isinstance(finest, dict) else None
+        lines.append(f"  (finest level{f', {preset} preset' if isinstance(preset, str) else ''}; "
+                     f"sundae-inspect --json lists every level's settings)")
     lines.append("  quantisation   positions {position_bits} b/axis, rotations {rotation_bits} b x3 (smallest-three), "
                  "scales {scale_bits} b {scale_mode}, opacity {opacity_bits} b {opacity_mode}, ".format(**st)
                  + (f"colour step {st['color_step']:g}" if st.get("color_mode") == "step"  # v4 default
