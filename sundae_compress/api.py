@@ -402,14 +402,21 @@ def _prune(gs: GaussianSet, count: int, method: str, gamma: float, merge: Option
     return prune(gs, count, method=method, gamma=gamma, merge=merge, seed=seed)
 
 
+def _pruner(method: str, gamma: float, merge: Optional[str], seed: int) -> Callable[[GaussianSet, int], GaussianSet]:
+    """``prune_to(gs, count)`` with these selection / merge settings (for the search and the hooks)."""
+    def prune_to(gs: GaussianSet, count: int) -> GaussianSet:
+        return _prune(gs, int(count), method, gamma, merge, seed)
+
+    return prune_to
+
+
 def finetune_hooks(settings=None, *, method="spectral", gamma=0.5, merge=None, seed=0, codec_layout=None):
     """The pipeline stages fine-tuning calls: prune to a count (continuous pruning) and the codec
     round trip decode(encode(gs)) with rows in ``gs``'s order (quantisation-aware polish), in codec
     layout ``codec_layout`` (default the one single-level bundles are written in; ladders: 2)."""
     from .compensate.config import Hooks
 
-    def prune_to(gs: GaussianSet, count: int) -> GaussianSet:
-        return _prune(gs, int(count), method, gamma, merge, seed)
+    prune_to = _pruner(method, gamma, merge, seed)
 
     def roundtrip(gs: GaussianSet) -> GaussianSet:
         import numpy as np
@@ -708,8 +715,7 @@ def compress_to_target(report: CompressReport, gs: GaussianSet, target, *, t0: f
                              "method": None if report.merge == "collapse" else method, "gamma": gamma,
                              "merge": report.merge, "finetune": summary or None, "target": tgt}}
 
-    def prune_to(scene, count):
-        return _prune(scene, int(count), method, gamma, report.merge, seed)
+    prune_to = _pruner(method, gamma, report.merge, seed)
 
     run_ft = None
     if finetune:
@@ -900,8 +906,7 @@ def _ladder_to_targets(gs, targets, report, ev, refs, *, quality, settings, best
     presets = [level_settings(quality, settings, k, len(targets)) for k in range(len(targets))]
     by_name = {p if p is not None else "custom": s for s, p in presets}
 
-    def prune_to(scene, count):
-        return _prune(scene, int(count), method, gamma, merge, seed)
+    prune_to = _pruner(method, gamma, merge, seed)
 
     def tune(pruned, count, codec):  # ladder levels are stored in codec layout 2
         return _finetune_to(gs, pruned, count, codec, views=views, finetune_options=finetune_options,

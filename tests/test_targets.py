@@ -19,6 +19,7 @@ from sundae_compress.io.bundle import read_bundle
 from sundae_compress.io.ply import read_ply, write_ply
 from sundae_compress.quality.targets import (Recorder, count_for_bytes, count_for_level, parse_size,
                                              search_psnr)
+from test_cli import assert_one_line_error
 
 BIN = Path(sys.executable).parent
 
@@ -26,14 +27,6 @@ BIN = Path(sys.executable).parent
 def run(tool, *args):
     env = dict(os.environ, SUNDAE_QUIET="1")
     return subprocess.run([str(BIN / tool), *map(str, args)], capture_output=True, text=True, env=env, timeout=600)
-
-
-def assert_one_line_error(r, *fragments):
-    assert r.returncode == 1, (r.returncode, r.stdout, r.stderr)
-    lines = [ln for ln in r.stderr.strip().splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
-    for f in fragments:
-        assert f in lines[0], (f, lines[0])
 
 
 def _subset(assets, tmp_path_factory, n) -> Path:

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from conftest import make_tiny_scene
+from test_ux import one_line_error
 from sundae_compress import api
 from sundae_compress.io.bundle import read_bundle
 from sundae_compress.io.ply import write_ply
@@ -45,14 +46,6 @@ def in_process(tool, *args, capsys, stderr=False):
         set_quiet(quiet)
     out = capsys.readouterr()
     return (out.out, out.err) if stderr else out.out
-
-
-def one_line_error(r, *fragments):
-    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
-    assert r.returncode == 1 and len(lines) == 1 and lines[0].startswith("error: "), (r.returncode, r.stderr)
-    for f in fragments:
-        assert f in lines[0], (f, lines[0])
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
