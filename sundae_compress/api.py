@@ -15,6 +15,7 @@ command line passes (``cli.py`` / ``batch.py`` own all printing).
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -812,7 +813,6 @@ def _compress_ladder(input, output, lod, *, lod_psnr=None, best_effort: bool = F
     options = dict(method=method, gamma=gamma, merge=report.merge, seed=seed, finetune=finetune, views=views,
                    finetune_options=finetune_options)
 
-    refs: Dict[str, list] = {}
     ev = None
     if targets is None:
         counts = level_counts(ratios, len(gs))
@@ -833,8 +833,8 @@ def _compress_ladder(input, output, lod, *, lod_psnr=None, best_effort: bool = F
                 report.levels[-1]["finetune"] = ft_summary
     else:
         ev = evaluation_views(gs, input, cameras=cameras)
-        encoded = _ladder_to_targets(gs, targets, report, ev, refs, quality=quality, settings=settings,
-                                     best_effort=best_effort, notify=say, **options)
+        encoded, scored = _ladder_to_targets(gs, targets, report, ev, quality=quality, settings=settings,
+                                             best_effort=best_effort, notify=say, **options)
         counts = [len(lv.own) for lv in encoded]
         ratios = [c / len(gs) for c in counts]
     report.kept_count = counts[-1]
@@ -846,8 +846,13 @@ def _compress_ladder(input, output, lod, *, lod_psnr=None, best_effort: bool = F
         near, novel, _ = ev
         from .evaluate import evaluate_view_sets
 
-        for k, (lv, dec) in enumerate(zip(encoded, decoded_levels(encoded))):
-            res = evaluate_view_sets(gs, dec, {"near": near, "novel": novel}, references=refs)
+        refs: Dict[str, list] = {}
+        decoded = decoded_levels(encoded) if targets is None else [None] * len(encoded)
+        for k, (lv, dec) in enumerate(zip(encoded, decoded)):
+            # a --lod-psnr level was decoded and scored on the novel views by its search (only its
+            # near views are rendered here); a --lod level is decoded and scored on both
+            res = (scored[k]() if targets is not None else
+                   evaluate_view_sets(gs, dec, {"near": near, "novel": novel}, references=refs))
             lv.info["fidelity"] = fidelity_entry(res)
             report.levels[k].update(lv.info["fidelity"])
             if k == len(encoded) - 1:
@@ -892,12 +897,13 @@ def _encode_ladder_level(kept, settings, ratio, preset, method, gamma, merge, ft
     return level
 
 
-def _ladder_to_targets(gs, targets, report, ev, refs, *, quality, settings, best_effort, notify, method, gamma,
+def _ladder_to_targets(gs, targets, report, ev, *, quality, settings, best_effort, notify, method, gamma,
                        merge, seed, finetune, views, finetune_options):
     """The levels of ``--lod-psnr``: per target (coarse first), the budget search of
     ``--target-psnr`` (:func:`~sundae_compress.quality.targets.search_psnr`) on ladder-level stages
     (the level's codec preset, layout 2), the fine-tuning gain measured at one level seeding the
-    next level's search. Fills ``report.levels`` and ``report.target``; returns the encoded levels."""
+    next level's search. Fills ``report.levels``; returns the encoded levels and, per level, a
+    callable giving its near / novel scores (``SceneStages.fidelity``; the novel ones are the search's)."""
     from .lod import check_increasing, level_settings
     from .quality.stages import SceneStages
     from .quality.targets import search_psnr
@@ -914,7 +920,7 @@ def _ladder_to_targets(gs, targets, report, ev, refs, *, quality, settings, best
 
     stages = SceneStages(gs, prune=prune_to, finetune=tune if finetune else None, settings=by_name.__getitem__, info=None, read=None,
                          novel=novel, near=near, notify=notify, layout=2)
-    encoded, gains = [], []
+    encoded, gains, chosen = [], [], []
     for k, target in enumerate(targets):
         t = time.perf_counter()
         s, preset = presets[k]
@@ -924,6 +930,7 @@ def _ladder_to_targets(gs, targets, report, ev, refs, *, quality, settings, best
                           qualities=(name,), notify=notify, prior_gains=gains, trim=stages.trim)
         gains += out.gains
         b = out.built
+        chosen.append(b)
         record = {"kind": "psnr", "requested": target, "builds": out.builds, "probes": len(out.trials)}
         p = b.payload
         encoded.append(_encode_ladder_level(p["gaussians"], s, b.count / len(gs), preset, method, gamma, merge,
@@ -946,10 +953,9 @@ def _ladder_to_targets(gs, targets, report, ev, refs, *, quality, settings, best
                                 + " (--best-effort)")
             notify(report.notes[-1])
             break
-    refs["novel"] = stages.refs("novel")  # the evaluation renders the original on these views once
     check_increasing([len(lv.own) for lv in encoded], [f"targets {targets[0]:g} dB"]
                      + [f"{x:g} dB" for x in targets[1:len(encoded)]], len(gs), flag="--lod-psnr")
-    return encoded
+    return encoded, [functools.partial(stages.fidelity, b) for b in chosen]
 
 
 def _ladder_level(gs, n: int, *, method, gamma, merge, seed, finetune, views, finetune_options, settings):
